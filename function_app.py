@@ -1,0 +1,24 @@
+"""Azure Functions entry point (Python v2 programming model): routes only.
+
+The logic lives in the ``token_broker`` package; this module is the app's one FunctionRegister.
+Every route accepts every method so that the broker, not the host, answers a wrong method with
+405 and an ``Allow`` header.
+"""
+
+import azure.functions as func
+
+from token_broker import handlers
+
+app = func.FunctionApp(http_auth_level=func.AuthLevel.ANONYMOUS)
+
+
+@app.route(route="token", methods=handlers.ALL_METHODS)
+def token(req: func.HttpRequest) -> func.HttpResponse:
+    """Issue a Power BI access token to an authenticated caller."""
+    return handlers.token(req)
+
+
+@app.route(route="health", methods=handlers.ALL_METHODS)
+def health(req: func.HttpRequest) -> func.HttpResponse:
+    """Report whether the configuration is valid, naming every problem."""
+    return handlers.health(req)

@@ -1,0 +1,180 @@
+"""Typed errors of the token broker, one hierarchy in one module.
+
+Every error a caller can see is a :class:`BrokerError`. It carries everything the HTTP layer needs to
+write an RFC 9457 problem document (status, a stable ``code``, a title, a detail naming what to fix)
+and nothing secret: messages are written here or in :mod:`token_broker.aad_errors`, never copied
+from a credential or a token.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+#: Problem ``type`` URIs are ``PROBLEM_TYPE_BASE + code``; docs/TROUBLESHOOTING.md has one entry per code.
+PROBLEM_TYPE_BASE = "urn:powerbi-token-broker:problem:"
+
+
+@dataclass(frozen=True)
+class SettingProblem:
+    """One thing wrong with one setting: which setting, and what to do about it."""
+
+    setting: str
+    message: str
+    severity: str = "error"  # "error" stops the broker; "warning" is reported by /api/health only
+
+    def as_dict(self) -> dict[str, str]:
+        return {"setting": self.setting, "message": self.message, "severity": self.severity}
+
+
+class BrokerError(Exception):
+    """Base of every error that becomes a problem response.
+
+    Subclasses set the class defaults; instances may override them. ``extensions`` holds extra,
+    non-secret members of the problem document (for example Azure AD's trace and correlation ids).
+    """
+
+    status: int = 500
+    code: str = "internal_error"
+    title: str = "Internal error"
+
+    def __init__(
+        self,
+        detail: str,
+        *,
+        code: str | None = None,
+        status: int | None = None,
+        title: str | None = None,
+        setting: str | None = None,
+        retry_after: int | None = None,
+        extensions: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        if code is not None:
+            self.code = code
+        if status is not None:
+            self.status = status
+        if title is not None:
+            self.title = title
+        self.setting = setting
+        self.retry_after = retry_after
+        self.extensions: dict[str, Any] = dict(extensions or {})
+
+    @property
+    def transient(self) -> bool:
+        """True when retrying later may succeed without anyone changing anything."""
+        return self.status in (429, 503, 504) and not isinstance(self, ConfigurationError)
+
+    def problem(self) -> dict[str, Any]:
+        """The RFC 9457 problem document for this error (without the request id)."""
+        body: dict[str, Any] = {
+            "type": PROBLEM_TYPE_BASE + self.code,
+            "title": self.title,
+            "status": self.status,
+            "detail": self.detail,
+            "code": self.code,
+        }
+        if self.setting:
+            body["setting"] = self.setting
+        body.update(self.extensions)
+        return body
+
+
+class ConfigurationError(BrokerError):
+    """The app settings are incomplete or invalid; nothing a caller can fix."""
+
+    status = 503
+    code = "configuration_invalid"
+    title = "The token broker is not configured correctly"
+
+    def __init__(self, problems: Sequence[SettingProblem], *, code: str | None = None) -> None:
+        errors = [p for p in problems if p.severity == "error"]
+        names = ", ".join(dict.fromkeys(p.setting for p in errors))
+        super().__init__(
+            f"Fix these app settings: {names}. GET /api/health lists each problem.",
+            code=code,
+            setting=errors[0].setting if len(errors) == 1 else None,
+            extensions={"problems": [p.as_dict() for p in problems]},
+        )
+        self.problems = list(problems)
+
+
+class CallerAuthNotConfiguredError(BrokerError):
+    """``CALLER_AUTH`` is unset: the broker fails closed."""
+
+    status = 503
+    code = "caller_auth_not_configured"
+    title = "Caller authentication is not configured"
+
+
+class RequestError(BrokerError):
+    """The caller's request is malformed (4xx other than authentication)."""
+
+    status = 400
+    code = "bad_request"
+    title = "The request is not valid"
+
+
+class MethodNotAllowedError(RequestError):
+    """The HTTP method is not supported by the endpoint; ``allow`` lists the ones that are."""
+
+    status = 405
+    code = "method_not_allowed"
+    title = "Method not allowed"
+
+    def __init__(self, method: str, allow: Sequence[str]) -> None:
+        super().__init__(
+            f"{method} is not supported here; use {' or '.join(allow)}.",
+            extensions={"allow": list(allow)},
+        )
+        self.allow = list(allow)
+
+
+class CallerAuthenticationError(BrokerError):
+    """The caller is not authenticated (401). Details that would help an attacker stay in the log."""
+
+    status = 401
+    code = "caller_unauthenticated"
+    title = "Authentication required"
+
+
+class CallerForbiddenError(BrokerError):
+    """The caller is authenticated but may not have what it asked for (403)."""
+
+    status = 403
+    code = "caller_forbidden"
+    title = "Forbidden"
+
+
+class UpstreamError(BrokerError):
+    """Azure AD (or another upstream service) refused or failed the request."""
+
+    status = 502
+    code = "aad_error"
+    title = "Azure AD refused the token request"
+
+
+class UpstreamUnavailableError(UpstreamError):
+    """The upstream service could not be reached or answered with a server error (503)."""
+
+    status = 503
+    code = "aad_unavailable"
+    title = "Azure AD is unavailable"
+
+
+class UpstreamTimeoutError(UpstreamError):
+    """The upstream service did not answer within the configured timeout (504)."""
+
+    status = 504
+    code = "aad_timeout"
+    title = "Azure AD did not answer in time"
+
+
+class InternalError(BrokerError):
+    """A bug: logged with its traceback, answered with a generic problem and no detail."""
+
+    status = 500
+    code = "internal_error"
+    title = "Internal error"

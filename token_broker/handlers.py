@@ -1,0 +1,94 @@
+"""The endpoints' logic, called by the thin routes in ``function_app.py``.
+
+Each handler takes the ``func.HttpRequest`` the worker built and always returns a response: every
+:class:`BrokerError` becomes a problem document, and anything else is logged with its traceback and
+answered with a generic ``500`` problem that reveals nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+import azure.functions as func
+
+from . import broker as broker_module
+from .errors import BrokerError, ConfigurationError, InternalError, MethodNotAllowedError
+from .http import json_response, problem_response, read_json_object, request_id_for
+from .redaction import request_id_var
+
+log = logging.getLogger(__name__)
+
+#: Methods every route is registered with, so that the handler (not the host) answers 405 with Allow.
+ALL_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
+
+Handler = Callable[[func.HttpRequest, str], func.HttpResponse]
+
+
+def _guarded(allow: tuple[str, ...], handler: Handler, req: func.HttpRequest) -> func.HttpResponse:
+    request_id = request_id_for(req)
+    context_token = request_id_var.set(request_id)
+    try:
+        if req.method.upper() not in allow:
+            raise MethodNotAllowedError(req.method.upper(), allow)
+        return handler(req, request_id)
+    except BrokerError as err:
+        level = logging.WARNING if err.status < 500 else logging.ERROR
+        log.log(level, "%s %s -> %d %s", req.method, _path(req), err.status, err.code)
+        return problem_response(err, request_id=request_id)
+    except Exception:
+        log.exception("Unhandled error in %s %s", req.method, _path(req))
+        return problem_response(
+            InternalError("The broker failed unexpectedly; the request id identifies the log entry."),
+            request_id=request_id,
+        )
+    finally:
+        request_id_var.reset(context_token)
+
+
+def _path(req: func.HttpRequest) -> str:
+    # Never log the query string: it may carry a function key.
+    url = str(req.url)
+    start = url.find("/", url.find("//") + 2) if "//" in url else 0
+    return url[start:].split("?", 1)[0]
+
+
+def _token(req: func.HttpRequest, request_id: str) -> func.HttpResponse:
+    if req.method.upper() == "POST":
+        read_json_object(req, allowed_fields=())
+    broker = broker_module.current_broker()
+    caller = broker.callers.authenticate(req)
+    token = broker.token_for(caller)
+    now = time.time()
+    return json_response(
+        {
+            "accessToken": token.value,
+            "tokenType": "Bearer",
+            "expiresOn": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(token.expires_on)),
+            "expiresIn": token.expires_in(now),
+            "scope": token.scope,
+        },
+        request_id=request_id,
+    )
+
+
+def _health(req: func.HttpRequest, request_id: str) -> func.HttpResponse:  # noqa: ARG001 - handler signature
+    try:
+        broker = broker_module.current_broker()
+    except ConfigurationError as err:
+        return problem_response(err, request_id=request_id)
+    problems = broker.problems()
+    if problems:
+        return problem_response(ConfigurationError([*problems, *broker.settings.warnings]), request_id=request_id)
+    return json_response(broker.health(), request_id=request_id)
+
+
+def token(req: func.HttpRequest) -> func.HttpResponse:
+    """``GET|POST /api/token``: a Power BI access token for the caller."""
+    return _guarded(("GET", "POST"), _token, req)
+
+
+def health(req: func.HttpRequest) -> func.HttpResponse:
+    """``GET /api/health``: 200 when the configuration is valid, else 503 listing every problem."""
+    return _guarded(("GET",), _health, req)

@@ -1,0 +1,219 @@
+"""Azure AD access tokens for Power BI, through MSAL, cached and single-flight.
+
+One :class:`TokenService` per process and configuration. It owns two MSAL confidential client
+applications, created lazily on first use and reused: one for the service principal's own tokens
+(``client_credentials``) and one for user tokens (``password``, ``on_behalf_of``), so that user
+tokens never share a token cache with the service principal's.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import requests
+
+from . import aad_errors, redaction
+from .cache import RefreshingCache
+from .credentials import ClientCredential
+from .errors import CallerAuthenticationError
+from .settings import Settings
+
+if TYPE_CHECKING:  # msal is imported on first use: /api/health and config errors never pay for it
+    import msal
+
+log = logging.getLogger(__name__)
+
+_APP_KEY = "service-principal"
+
+
+@dataclass(frozen=True, slots=True)
+class AccessToken:
+    """An access token and when it expires (epoch seconds). ``repr`` never shows the token."""
+
+    value: str = field(repr=False)
+    expires_on: float
+    scope: str
+
+    def expires_in(self, now: float | None = None) -> int:
+        """Whole seconds left before expiry."""
+        return max(0, int(self.expires_on - (time.time() if now is None else now)))
+
+    @property
+    def fingerprint(self) -> str:
+        """A short, non-reversible id for log lines."""
+        return fingerprint(self.value)
+
+
+def fingerprint(secret: str) -> str:
+    """First 12 hex digits of the SHA-256 of ``secret``: enough to correlate, useless to an attacker."""
+    return hashlib.sha256(secret.encode()).hexdigest()[:12]
+
+
+def _discarding_token_cache() -> msal.TokenCache:
+    """An MSAL token cache that keeps nothing.
+
+    On-behalf-of results are cached by :class:`RefreshingCache` (bounded, per caller token); letting
+    MSAL keep them too would grow without bound, one account per user, for the life of the process.
+    """
+    import msal
+
+    class DiscardingTokenCache(msal.TokenCache):  # type: ignore[misc]  # msal ships no type hints
+        def add(self, event: Any, now: Any = None) -> None:  # noqa: ARG002 - MSAL's signature
+            return None
+
+    return DiscardingTokenCache()
+
+
+class TokenService:
+    """Acquires Power BI access tokens for the configured grant type."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        credential: ClientCredential,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._settings = settings
+        self._credential = credential
+        self._scopes = [settings.scope]
+        self._clock = clock
+        self._apps: dict[str, msal.ConfidentialClientApplication] = {}
+        self._apps_lock = threading.Lock()
+        # Waiting for another thread's fetch never takes longer than that fetch's own HTTP calls:
+        # discovery + token request, each retried once by MSAL's adapter.
+        wait = settings.http_timeout_seconds * 5 + 5
+        margin = settings.token_refresh_margin_seconds
+        self._app_tokens: RefreshingCache[AccessToken] = RefreshingCache(
+            refresh_margin=margin, max_entries=8, wait_timeout=wait, clock=clock, name="service principal token"
+        )
+        self._user_tokens: RefreshingCache[AccessToken] = RefreshingCache(
+            refresh_margin=margin,
+            max_entries=settings.user_token_cache_max_entries,
+            wait_timeout=wait,
+            clock=clock,
+            name="user token",
+        )
+
+    # -- public API -------------------------------------------------------------------------------
+
+    def service_principal_token(self) -> AccessToken:
+        """The service principal's token (client credentials)."""
+        return self._app_tokens.get(_APP_KEY, self._fetch_service_principal_token)
+
+    def master_user_token(self) -> AccessToken:
+        """The master user's token (password grant), refreshed from MSAL's cache, not by re-posting the password."""
+        key = ("password", self._settings.username)
+        return self._user_tokens.get(key, self._fetch_master_user_token)
+
+    def on_behalf_of_token(self, assertion: str, *, assertion_expires_on: float | None = None) -> AccessToken:
+        """A token for the user who holds ``assertion`` (the caller's own access token for this app).
+
+        Cached per assertion (by its SHA-256): a cached user token is only ever returned to a caller
+        presenting the very token Azure AD accepted for it. It never outlives the assertion.
+        """
+        key = ("obo", hashlib.sha256(assertion.encode()).digest())
+        return self._user_tokens.get(key, lambda: self._fetch_on_behalf_of(assertion, assertion_expires_on))
+
+    @property
+    def cached_user_tokens(self) -> int:
+        """How many user tokens are in memory (bounded by POWERBI_USER_TOKEN_CACHE_MAX_ENTRIES)."""
+        return len(self._user_tokens)
+
+    # -- MSAL applications ------------------------------------------------------------------------
+
+    def _msal_app(self, purpose: str) -> msal.ConfidentialClientApplication:
+        app = self._apps.get(purpose)
+        if app is not None:
+            return app
+        with self._apps_lock:
+            app = self._apps.get(purpose)
+            if app is None:
+                app = self._apps[purpose] = self._create_msal_app(purpose)
+        return app
+
+    def _create_msal_app(self, purpose: str) -> msal.ConfidentialClientApplication:
+        import msal
+
+        redaction.install(("msal",))  # its loggers exist now; its error paths may log response bodies
+
+        settings = self._settings
+        log.info("Creating the MSAL application for %s tokens (authority %s)", purpose, settings.authority)
+        try:
+            return msal.ConfidentialClientApplication(
+                settings.client_id,
+                client_credential=self._credential.for_msal(),
+                authority=settings.authority,
+                # The authority is used as configured: MSAL's instance discovery would reject a host
+                # it does not know (a proxy, an emulator) and adds a network round trip to cold start.
+                instance_discovery=False,
+                timeout=settings.http_timeout_seconds,
+                token_cache=_discarding_token_cache() if purpose == "on_behalf_of" else None,
+                app_name="powerbi-token-broker",
+            )
+        except (requests.RequestException, ValueError) as err:
+            raise aad_errors.from_exception(err) from err
+
+    # -- fetches (run by one thread at a time per cache key) ----------------------------------------
+
+    def _token(self, call: Callable[[], Mapping[str, Any] | None], *, caller_identity: bool = False) -> AccessToken:
+        from msal.exceptions import MsalServiceError  # loaded with the MSAL application already
+
+        now = self._clock()
+        try:
+            result = call()
+        except (requests.RequestException, ValueError, MsalServiceError) as err:
+            raise aad_errors.from_exception(err) from err
+        if not result or "access_token" not in result:
+            raise aad_errors.from_aad_response(result or {}, on_behalf_of_caller=caller_identity)
+        expires_in = int(result.get("expires_in") or 0)
+        token = AccessToken(result["access_token"], now + expires_in, self._settings.scope)
+        log.info(
+            "Got a token from %s (fingerprint %s, expires in %d s)",
+            result.get("token_source", "Azure AD"), token.fingerprint, expires_in,
+        )
+        return token
+
+    def _due(self, token: AccessToken) -> bool:
+        return token.expires_on - self._settings.token_refresh_margin_seconds <= self._clock()
+
+    def _fetch_service_principal_token(self) -> AccessToken:
+        app = self._msal_app("client_credentials")
+        token = self._token(lambda: app.acquire_token_for_client(self._scopes))
+        if self._due(token):
+            # MSAL's own cache still considers the token good; we refresh earlier (the margin), so
+            # drop MSAL's copy and ask Azure AD.
+            app.remove_tokens_for_client()
+            token = self._token(lambda: app.acquire_token_for_client(self._scopes))
+        return token
+
+    def _fetch_master_user_token(self) -> AccessToken:
+        settings = self._settings
+        app = self._msal_app("password")
+        for account in app.get_accounts(username=settings.username):
+            for force_refresh in (False, True):
+                silent = app.acquire_token_silent_with_error(self._scopes, account, force_refresh=force_refresh)
+                if silent and "access_token" in silent:
+                    token = self._token(functools.partial(dict, silent))
+                    if not self._due(token):
+                        return token
+            log.info("The master user's refresh token no longer works; signing in with the password again")
+        return self._token(
+            lambda: app.acquire_token_by_username_password(settings.username, settings.password, self._scopes)
+        )
+
+    def _fetch_on_behalf_of(self, assertion: str, assertion_expires_on: float | None) -> AccessToken:
+        app = self._msal_app("on_behalf_of")
+        token = self._token(lambda: app.acquire_token_on_behalf_of(assertion, self._scopes), caller_identity=True)
+        if assertion_expires_on is not None and assertion_expires_on < token.expires_on:
+            token = AccessToken(token.value, assertion_expires_on, token.scope)
+        if token.expires_on <= self._clock():
+            raise CallerAuthenticationError("The bearer token has expired; sign in again.", code="caller_token_expired")
+        return token
