@@ -1,0 +1,1 @@
+"""Development tools: protocol emulators and the local dev server. Never deployed."""

@@ -1,0 +1,176 @@
+"""The grants of the Entra ID emulator's token endpoint.
+
+:class:`EntraGrants` validates a token request -- tenant, grant type, client and its credential (client
+secret or certificate assertion) -- and runs the grant: client credentials, password (ROPC), refresh
+token or on-behalf-of. Failures raise :class:`~devtools.entra_directory.AadError` with Azure AD's codes.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+from typing import Any
+
+import jwt
+from cryptography import x509
+
+from devtools.entra_directory import AadError, App, Tenant
+from devtools.entra_tokens import EntraTokenIssuer, scope_resource, thumbprint
+
+__all__ = ["EntraGrants"]
+
+JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
+CLIENT_ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+GRANTS = frozenset({"client_credentials", "password", "refresh_token", JWT_BEARER})
+
+
+class EntraGrants(EntraTokenIssuer):
+    """Token-endpoint logic: :meth:`_token` turns a request form into a token response or an ``AadError``.
+
+    Knob: ``clock_skew`` (leeway when validating client and OBO assertions; Azure AD allows 5 minutes).
+    """
+
+    clock_skew: int = 300
+
+    def _token(self, tenant_name: str, form: dict[str, str]) -> dict[str, Any]:
+        tenant = self._find_tenant(tenant_name)
+        if tenant is None:
+            raise AadError(90002, tenant=tenant_name)
+        grant, client_id = form.get("grant_type", ""), form.get("client_id", "")
+        if not grant:
+            raise AadError(900144, name="grant_type")
+        if grant not in GRANTS:
+            raise AadError(70003, grant=grant)
+        if not client_id:
+            raise AadError(900144, name="client_id")
+        app = tenant.apps.get(client_id)
+        if app is None:
+            raise AadError(700016, client_id=client_id, domain=tenant.domain)
+        acr = self._authenticate_client(tenant, app, form)
+        if grant == "client_credentials":
+            return self._client_credentials(tenant, app, form, acr)
+        if grant == "password":
+            for required in ("username", "password", "scope"):
+                if not form.get(required):
+                    raise AadError(900144, name=required)
+            user = tenant.users.get(form["username"].lower())
+            if user is None:
+                raise AadError(50034, tenant=tenant.tenant_id)
+            if not hmac.compare_digest(user.password.encode(), form["password"].encode()):
+                raise AadError(50126)
+            return self._user_tokens(tenant, app, user, form, acr, mfa_done=False)
+        if grant == "refresh_token":
+            return self._redeem_refresh_token(tenant, app, form, acr)
+        return self._on_behalf_of(tenant, app, form, acr)
+
+    def _authenticate_client(self, tenant: Tenant, app: App, form: dict[str, str]) -> str:
+        """Check the client credential; returns ``appidacr``: "1" for a secret, "2" for a certificate."""
+        if form.get("client_assertion"):
+            self._check_client_assertion(tenant, app, form)
+            return "2"
+        sent = form.get("client_secret", "")
+        if not sent:
+            raise AadError(7000218)
+        for value, expired in app.secrets:
+            if hmac.compare_digest(value.encode(), sent.encode()):
+                if expired:
+                    raise AadError(7000222, client_id=app.client_id)
+                return "1"
+        raise AadError(7000215, client_id=app.client_id)
+
+    def _check_client_assertion(self, tenant: Tenant, app: App, form: dict[str, str]) -> None:
+        if form.get("client_assertion_type") != CLIENT_ASSERTION_TYPE:
+            raise AadError(700027, reason=f"client_assertion_type must be '{CLIENT_ASSERTION_TYPE}'.")
+        assertion = form["client_assertion"]
+        try:
+            header = jwt.get_unverified_header(assertion)
+            x5c = header.get("x5c")
+            leaf = base64.b64decode(x5c[0]) if isinstance(x5c, list) and x5c else None
+        except (jwt.PyJWTError, ValueError):
+            raise AadError(700027, reason="The token is malformed.") from None
+        # MSAL keeps the base64 padding on thumbprints, Azure AD accepts both forms.
+        x5t, x5t256 = (str(header.get(name, "")).rstrip("=") for name in ("x5t", "x5t#S256"))
+        for der in app.certificates:
+            if (x5t256 == thumbprint(der, hashlib.sha256) or x5t == thumbprint(der, hashlib.sha1)
+                    or (not (x5t or x5t256) and leaf == der)):
+                break
+        else:
+            thumb = x5t256 or x5t
+            raise AadError(700027, reason="The certificate with identifier used to sign the client assertion is not "
+                            f"registered on application. The key was not found. Thumbprint of key used by client: "
+                            f"'{thumb}'.")
+        if leaf is not None and leaf != der:
+            raise AadError(700027, reason="The x5c certificate does not match the thumbprint.")
+        endpoint = f"{self.base_url}/{{}}/oauth2/v2.0/token"
+        audiences = [endpoint.format(tenant.tenant_id), endpoint.format(tenant.domain), self.issuer(tenant.tenant_id)]
+        try:
+            claims = jwt.decode(assertion, x509.load_der_x509_certificate(der).public_key(),  # type: ignore[arg-type]
+                                algorithms=["RS256", "PS256"], audience=audiences, issuer=app.client_id,
+                                leeway=self.clock_skew, options={"require": ["exp", "aud", "iss", "sub"]})
+        except (jwt.ExpiredSignatureError, jwt.ImmatureSignatureError):
+            raise AadError(700024) from None
+        except jwt.InvalidAudienceError:
+            raise AadError(700027, reason=f"The audience must be one of {audiences}.") from None
+        except jwt.PyJWTError as exc:
+            raise AadError(700027, reason=f"{type(exc).__name__}: {exc}") from None
+        if claims["sub"] != app.client_id:
+            raise AadError(700027, reason="The 'sub' claim must be the client id.")
+
+    def _client_credentials(self, tenant: Tenant, app: App, form: dict[str, str], acr: str) -> dict[str, Any]:
+        scope = form.get("scope", "")
+        if not scope:
+            raise AadError(900144, name="scope")
+        for item in scope.split():
+            if not item.endswith("/.default"):
+                raise AadError(1002012, scope=item)
+        resource, _ = scope_resource(scope)
+        claims = self._claims(tenant, app.client_id, resource, None, roles=app.roles, acr=acr,
+                              sp_id=app.service_principal_id)
+        return self._token_response(scope, self._sign(claims))
+
+    def _redeem_refresh_token(self, tenant: Tenant, app: App, form: dict[str, str], acr: str) -> dict[str, Any]:
+        if not form.get("refresh_token"):
+            raise AadError(900144, name="refresh_token")
+        grant = self._refresh_grant(form["refresh_token"])
+        if grant is None or (grant.tenant_id, grant.client_id) != (tenant.tenant_id, app.client_id):
+            raise AadError(70000)  # unknown, or bound to another client/tenant
+        if grant.revoked:
+            raise AadError(50173)
+        user = self._user_by_oid(tenant, grant.oid)
+        if user is None:
+            raise AadError(70000)
+        return self._user_tokens(tenant, app, user, {**form, "scope": form.get("scope") or grant.scope}, acr,
+                                 mfa_done=grant.mfa_done)
+
+    def _on_behalf_of(self, tenant: Tenant, app: App, form: dict[str, str], acr: str) -> dict[str, Any]:
+        for required in ("requested_token_use", "assertion", "scope"):
+            if not form.get(required):
+                raise AadError(900144, name=required)
+        if form["requested_token_use"] != "on_behalf_of":
+            raise AadError(90014, name="requested_token_use")
+        try:
+            kid = jwt.get_unverified_header(form["assertion"]).get("kid")
+        except jwt.PyJWTError:
+            raise AadError(50013, reason="The token is malformed.") from None
+        key = next((k for k in self._signing_keys() if k.kid == kid), None)
+        if key is None:
+            raise AadError(50013, reason=f"The key was not found. Thumbprint of key used by client: '{kid}'.")
+        try:
+            claims: dict[str, Any] = jwt.decode(
+                form["assertion"], key.private_key.public_key(), algorithms=["RS256"], leeway=self.clock_skew,
+                audience=[app.client_id, app.api_audience], issuer=self.issuer(tenant.tenant_id),
+                options={"require": ["exp", "aud", "iss"]})
+        except jwt.ExpiredSignatureError:
+            raise AadError(500133) from None
+        except jwt.InvalidAudienceError:
+            raise AadError(50013, reason="The audience in the assertion does not match the client presenting it: "
+                            f"expected '{app.client_id}' or '{app.api_audience}'.") from None
+        except jwt.PyJWTError as exc:
+            raise AadError(50013, reason=f"{type(exc).__name__}: {exc}") from None
+        if claims.get("idtyp") == "app" or "scp" not in claims:
+            raise AadError(50013, reason="The assertion is an app-only token; on-behalf-of needs a user token.")
+        user = self._user_by_oid(tenant, claims.get("oid"))
+        if user is None:
+            raise AadError(50034, tenant=tenant.tenant_id)
+        return self._user_tokens(tenant, app, user, form, acr, mfa_done="mfa" in claims.get("amr", []))
