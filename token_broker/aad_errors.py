@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import requests
+import urllib3
 
 from .errors import (
     BrokerError,
@@ -156,11 +157,23 @@ def from_aad_response(payload: Mapping[str, Any], *, on_behalf_of_caller: bool =
     )
 
 
+def _is_timeout(err: Exception) -> bool:
+    if isinstance(err, requests.Timeout):
+        return True
+    # A read timeout that urllib3 already retried (MSAL's session retries GETs once) surfaces as a
+    # ConnectionError wrapping MaxRetryError(reason=ReadTimeoutError).
+    reason = getattr(err.args[0], "reason", None) if isinstance(err, requests.ConnectionError) and err.args else None
+    # (urllib3's NewConnectionError, a refused connection, subclasses its ConnectTimeoutError.)
+    return isinstance(reason, urllib3.exceptions.TimeoutError) and not isinstance(
+        reason, urllib3.exceptions.NewConnectionError
+    )
+
+
 def from_exception(
     err: Exception, *, service: str = "Azure AD", setting: str = "POWERBI_AUTHORITY_HOST"
 ) -> BrokerError:
     """Map a transport failure (or MSAL's discovery ``ValueError``) to a :class:`BrokerError`."""
-    if isinstance(err, requests.Timeout):
+    if _is_timeout(err):
         return UpstreamTimeoutError(
             f"{service} did not answer within the timeout (POWERBI_HTTP_TIMEOUT_SECONDS); try again.",
             code="aad_timeout",

@@ -1,0 +1,126 @@
+"""The settings contract: parsing, defaults and validation that reports every problem at once."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from token_broker.errors import ConfigurationError
+from token_broker.settings import (
+    DEFAULT_API_URL,
+    DEFAULT_AUTHORITY_HOST,
+    DEFAULT_SCOPE,
+    SETTING_NAMES,
+    load_settings,
+)
+
+TENANT = "72f988bf-86f1-41af-91ab-2d7cd011db47"
+CLIENT = "4a1aa1d5-c567-49d0-ad0b-cd957a47f842"
+SECRET = "s3cr3t-Value~with.chars"
+
+BASE = {"POWERBI_TENANT_ID": TENANT, "POWERBI_CLIENT_ID": CLIENT, "POWERBI_CLIENT_SECRET": SECRET}
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def problems_of(environ: dict[str, str]) -> dict[str, str]:
+    with pytest.raises(ConfigurationError) as caught:
+        load_settings(environ)
+    return {p.setting: p.message for p in caught.value.problems if p.severity == "error"}
+
+
+def test_defaults_for_a_minimal_service_principal_configuration() -> None:
+    settings = load_settings(BASE)
+    assert settings.grant_type == "client_credentials"
+    assert settings.authority_host == DEFAULT_AUTHORITY_HOST
+    assert settings.authority == f"{DEFAULT_AUTHORITY_HOST}/{TENANT}"
+    assert settings.scope == DEFAULT_SCOPE
+    assert settings.api_url == DEFAULT_API_URL
+    assert settings.token_refresh_margin_seconds == 300
+    assert settings.caller_auth is None
+    assert settings.warnings == ()
+
+
+def test_secrets_never_appear_in_repr() -> None:
+    settings = load_settings({**BASE, "POWERBI_GRANT_TYPE": "password", "POWERBI_USERNAME": "u@contoso.com",
+                              "POWERBI_PASSWORD": "pa55-word-value"})
+    assert SECRET not in repr(settings)
+    assert "pa55-word-value" not in repr(settings)
+
+
+def test_every_problem_is_reported_at_once() -> None:
+    problems = problems_of({
+        "POWERBI_CLIENT_ID": "not-a-guid",
+        "POWERBI_GRANT_TYPE": "implicit",
+        "POWERBI_AUTHORITY_HOST": "http://login.microsoftonline.com",
+        "POWERBI_API_URL": "ftp://api",
+        "POWERBI_SCOPE": "https://analysis.windows.net/powerbi/api/Report.Read.All",
+        "POWERBI_TOKEN_REFRESH_MARGIN_SECONDS": "soon",
+        "POWERBI_HTTP_TIMEOUT_SECONDS": "0",
+        "CALLER_AUTH": "everyone",
+    })
+    assert set(problems) == {
+        "POWERBI_TENANT_ID", "POWERBI_CLIENT_ID", "POWERBI_GRANT_TYPE", "POWERBI_CLIENT_SECRET",
+        "POWERBI_AUTHORITY_HOST", "POWERBI_API_URL", "POWERBI_SCOPE", "POWERBI_TOKEN_REFRESH_MARGIN_SECONDS",
+        "POWERBI_HTTP_TIMEOUT_SECONDS", "CALLER_AUTH",
+    }
+    assert "https://" in problems["POWERBI_AUTHORITY_HOST"]
+    assert "Application (client) ID" in problems["POWERBI_CLIENT_ID"]
+
+
+@pytest.mark.parametrize("tenant", [TENANT, "contoso.onmicrosoft.com", "fabrikam.com"])
+def test_tenant_may_be_a_guid_or_a_verified_domain(tenant: str) -> None:
+    assert load_settings({**BASE, "POWERBI_TENANT_ID": tenant}).tenant_id == tenant
+
+
+@pytest.mark.parametrize("tenant", ["common", "organizations", "00000000-0000-0000-0000-000000000000", "x", "a b"])
+def test_tenant_must_name_one_real_tenant(tenant: str) -> None:
+    assert "POWERBI_TENANT_ID" in problems_of({**BASE, "POWERBI_TENANT_ID": tenant})
+
+
+def test_authority_host_must_be_https_without_a_path() -> None:
+    assert "POWERBI_AUTHORITY_HOST" in problems_of({**BASE, "POWERBI_AUTHORITY_HOST": "https://login.example/x"})
+    settings = load_settings({**BASE, "POWERBI_AUTHORITY_HOST": "https://127.0.0.1:8443/"})
+    assert settings.authority == f"https://127.0.0.1:8443/{TENANT}"
+
+
+def test_password_grant_needs_username_and_password() -> None:
+    problems = problems_of({**BASE, "POWERBI_GRANT_TYPE": "password"})
+    assert set(problems) == {"POWERBI_USERNAME", "POWERBI_PASSWORD"}
+
+
+def test_settings_the_grant_type_ignores_are_warnings() -> None:
+    settings = load_settings({**BASE, "POWERBI_USERNAME": "someone@contoso.com"})
+    assert [(w.setting, w.severity) for w in settings.warnings] == [("POWERBI_USERNAME", "warning")]
+
+
+@pytest.mark.parametrize("name", ["POWERBI_CLIENT_SECRET", "POWERBI_PASSWORD"])
+def test_an_unresolved_key_vault_reference_is_reported_not_used(name: str) -> None:
+    reference = "@Microsoft.KeyVault(SecretUri=https://kv.vault.azure.net/secrets/pbi/)"
+    environ = {**BASE, "POWERBI_GRANT_TYPE": "password", "POWERBI_USERNAME": "u@contoso.com",
+               "POWERBI_PASSWORD": "pa55-word-value", name: reference}
+    message = problems_of(environ)[name]
+    assert "Key Vault reference" in message and "Key Vault Secrets User" in message
+    assert "keyVaultReferenceIdentity" in message
+
+
+def test_caller_auth_modes_not_in_this_build_are_named() -> None:
+    assert "not available" in problems_of({**BASE, "CALLER_AUTH": "jwt"})["CALLER_AUTH"]
+
+
+def test_whitespace_only_values_count_as_unset() -> None:
+    assert "POWERBI_CLIENT_SECRET" in problems_of({**BASE, "POWERBI_CLIENT_SECRET": "   "})
+
+
+def test_example_local_settings_lists_every_setting_and_no_real_secret() -> None:
+    example = json.loads((ROOT / "local.settings.example.json").read_text())
+    values = example["Values"]
+    assert set(values) >= SETTING_NAMES
+    assert values["POWERBI_CLIENT_SECRET"].startswith("<")
+
+
+def test_readme_documents_every_setting() -> None:
+    readme = (ROOT / "README.md").read_text()
+    missing = sorted(name for name in SETTING_NAMES if f"`{name}`" not in readme)
+    assert missing == []
