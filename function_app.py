@@ -2,7 +2,8 @@
 
 The logic lives in the ``token_broker`` package; this module is the app's one FunctionRegister.
 Every route accepts every method so that the broker, not the host, answers a wrong method with
-405 and an ``Allow`` header.
+405 and an ``Allow`` header. With ``CALLER_AUTH=function_key`` the token route is indexed with auth
+level FUNCTION, so the Functions host checks the key before the broker runs.
 """
 
 import azure.functions as func
@@ -10,9 +11,10 @@ import azure.functions as func
 from token_broker import handlers
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.ANONYMOUS)
+handlers.check_settings_at_start()
 
 
-@app.route(route="token", methods=handlers.ALL_METHODS)
+@app.route(route="token", methods=handlers.ALL_METHODS, auth_level=handlers.token_auth_level())
 def token(req: func.HttpRequest) -> func.HttpResponse:
     """Issue a Power BI access token to an authenticated caller."""
     return handlers.token(req)

@@ -105,8 +105,23 @@ def test_an_unresolved_key_vault_reference_is_reported_not_used(name: str) -> No
     assert "keyVaultReferenceIdentity" in message
 
 
-def test_caller_auth_modes_not_in_this_build_are_named() -> None:
-    assert "not available" in problems_of({**BASE, "CALLER_AUTH": "jwt"})["CALLER_AUTH"]
+def test_jwt_mode_needs_an_issuer_and_audiences() -> None:
+    problems = problems_of({**BASE, "CALLER_AUTH": "jwt"})
+    assert set(problems) == {"CALLER_JWT_ISSUER", "CALLER_JWT_AUDIENCE"}
+
+
+def test_jwt_issuer_is_kept_exactly_as_given() -> None:
+    """Entra ID v1 issuers end with a slash; iss is compared exactly."""
+    settings = load_settings({**BASE, "CALLER_AUTH": "jwt", "CALLER_JWT_ISSUER": f"https://sts.windows.net/{TENANT}/",
+                              "CALLER_JWT_AUDIENCE": "api://a, api://b,,api://a"})
+    assert settings.callers.jwt_issuer == f"https://sts.windows.net/{TENANT}/"
+    assert settings.callers.jwt_audiences == ("api://a", "api://b")
+
+
+@pytest.mark.parametrize("value", ["maybe", "2"])
+def test_flags_must_be_true_or_false(value: str) -> None:
+    problems = problems_of({**BASE, "CALLER_AUTH": "easyauth", "CALLER_EASYAUTH_ALLOW_LOCAL": value})
+    assert "true or false" in problems["CALLER_EASYAUTH_ALLOW_LOCAL"]
 
 
 def test_whitespace_only_values_count_as_unset() -> None:

@@ -14,10 +14,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import azure.functions as func
+
 from . import redaction
-from .callers import Caller, CallerAuthenticator, build_authenticator
+from .callers import Caller, CallerAuthenticator, authorize, build_authenticator
 from .credentials import ClientCredential, build_client_credential
 from .errors import CallerAuthenticationError, ConfigurationError, SettingProblem
+from .rate_limit import RateLimiter
 from .settings import Settings, load_settings
 from .tokens import AccessToken, TokenService
 
@@ -32,6 +35,7 @@ class Broker:
     credential: ClientCredential
     tokens: TokenService
     callers: CallerAuthenticator
+    rate_limiter: RateLimiter | None = None
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str]) -> Broker:
@@ -42,7 +46,24 @@ class Broker:
         redaction.install()
         for warning in settings.warnings:
             log.warning("Setting %s: %s", warning.setting, warning.message)
-        return cls(settings, credential, TokenService(settings, credential), build_authenticator(settings))
+        authenticator = build_authenticator(
+            settings.callers, timeout=settings.http_timeout_seconds, grant_type=settings.grant_type
+        )
+        limits = settings.callers
+        limiter = (
+            RateLimiter(limits.rate_limit_per_minute, max_callers=limits.rate_limit_max_callers)
+            if limits.rate_limit_per_minute
+            else None
+        )
+        return cls(settings, credential, TokenService(settings, credential), authenticator, limiter)
+
+    def authenticate(self, req: func.HttpRequest) -> Caller:
+        """The verified, authorized, rate-limited caller of ``req`` (401/403/429/503 otherwise)."""
+        caller = self.callers.authenticate(req)
+        if self.rate_limiter is not None:
+            self.rate_limiter.check(caller.key)
+        authorize(caller, self.settings.callers)
+        return caller
 
     def token_for(self, caller: Caller) -> AccessToken:
         """A Power BI access token for ``caller`` under the configured grant type."""

@@ -1,20 +1,22 @@
-"""Who is calling: caller authentication modes, each producing a verified :class:`Caller`.
+"""Who is calling: caller authentication modes, each producing a verified :class:`Caller`, and authorization.
 
 Handlers receive a :class:`Caller` and never read identity from a request body or query string.
-``CALLER_AUTH`` has no default: unset, the token endpoints fail closed with ``503``.
+``CALLER_AUTH`` has no default: unset, the token endpoints fail closed with ``503``. The ``jwt`` and
+``easyauth`` modes live in their own modules, imported only when configured.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import azure.functions as func
 
-from .errors import CallerAuthNotConfiguredError
+from .caller_settings import CallerSettings
+from .errors import CallerAuthNotConfiguredError, CallerForbiddenError
 from .http import bearer_token
-from .settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -23,18 +25,28 @@ log = logging.getLogger(__name__)
 class Caller:
     """The verified identity of the caller of an endpoint.
 
-    ``bearer_token`` is the raw token the caller presented (the user assertion for on-behalf-of);
-    it is excluded from ``repr`` so it cannot reach a log line by accident.
+    ``subject`` is the token's ``sub``, ``object_id`` its ``oid`` (Entra ID's stable user or app id),
+    ``username`` the claim named by ``CALLER_USERNAME_CLAIM``. ``bearer_token`` is the raw token the
+    caller presented (the user assertion for on-behalf-of); it is excluded from ``repr`` so it cannot
+    reach a log line by accident.
     """
 
     mode: str
     subject: str | None = None
+    object_id: str | None = None
     username: str | None = None
     tenant_id: str | None = None
     roles: frozenset[str] = frozenset()
     scopes: frozenset[str] = frozenset()
     bearer_token: str | None = field(default=None, repr=False)
     bearer_expires_on: float | None = None
+
+    @property
+    def key(self) -> str:
+        """A stable id for per-caller state (rate limits): tenant + object id, else subject."""
+        if self.object_id:
+            return f"{self.tenant_id or '-'}/{self.object_id}"
+        return f"{self.mode}:{self.subject or 'anonymous'}"
 
 
 class CallerAuthenticator(Protocol):
@@ -67,16 +79,89 @@ class AnonymousAuthenticator:
     def authenticate(self, req: func.HttpRequest) -> Caller:
         # The bearer token, if any, is passed on unverified: only the on-behalf-of grant uses it, and
         # Azure AD verifies it there.
-        return Caller(mode=self.mode, bearer_token=bearer_token(req))
+        return Caller(mode=self.mode, subject=_platform_client_ip(req), bearer_token=bearer_token(req))
 
 
-def build_authenticator(settings: Settings) -> CallerAuthenticator:
+class FunctionKeyAuthenticator:
+    """``CALLER_AUTH=function_key``: the Functions host checked the key (auth level FUNCTION) before us."""
+
+    mode = "function_key"
+
+    def authenticate(self, req: func.HttpRequest) -> Caller:
+        return Caller(mode=self.mode, subject=_platform_client_ip(req))
+
+
+def _platform_client_ip(req: func.HttpRequest) -> str | None:
+    # App Service's front end appends the client address to X-Forwarded-For; entries to its left
+    # come from the client and can be forged, so only the last one identifies the caller.
+    forwarded = req.headers.get("x-forwarded-for")
+    if not forwarded:
+        return None
+    last = str(forwarded).split(",")[-1].strip()
+    return last.rsplit(":", 1)[0] if last.count(":") == 1 else last
+
+
+def authorize(caller: Caller, settings: CallerSettings) -> None:
+    """Raise :class:`CallerForbiddenError` unless the caller has one of the required roles and scopes."""
+    if settings.required_roles and not caller.roles & set(settings.required_roles):
+        raise CallerForbiddenError(
+            "Your account does not have an app role that allows this. Ask an administrator to assign you "
+            "one of the roles this API requires.", code="caller_missing_role",
+        )
+    if settings.required_scopes and not caller.scopes & set(settings.required_scopes):
+        raise CallerForbiddenError(
+            "The token was not issued with a scope that allows this; request one of the scopes this API "
+            "requires when signing in.", code="caller_missing_scope",
+        )
+
+
+def build_authenticator(settings: CallerSettings, *, timeout: float, grant_type: str) -> CallerAuthenticator:
     """The authenticator for ``CALLER_AUTH``."""
-    if settings.caller_auth == "anonymous":
+    if settings.mode == "jwt":
+        from .jwt_auth import JwtAuthenticator
+
+        return JwtAuthenticator(settings, timeout=timeout)
+    if settings.mode == "easyauth":
+        from .easyauth import EasyAuthAuthenticator
+
+        return EasyAuthAuthenticator(settings)
+    if settings.mode == "function_key":
+        return FunctionKeyAuthenticator()
+    if settings.mode == "anonymous":
         log.warning(
             "CALLER_AUTH=anonymous: anyone who can reach this function gets a Power BI token with the "
             "rights of %s. Use it only behind another gate.",
-            "the signed-in user" if settings.grant_type == "on_behalf_of" else "the configured identity",
+            "the signed-in user" if grant_type == "on_behalf_of" else "the configured identity",
         )
         return AnonymousAuthenticator()
     return NotConfiguredAuthenticator()
+
+
+def _string(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def _strings(value: Any) -> frozenset[str]:
+    if isinstance(value, str):
+        return frozenset(value.split())
+    if isinstance(value, list):
+        return frozenset(v for v in value if isinstance(v, str))
+    return frozenset()
+
+
+def caller_from_claims(claims: Mapping[str, Any], *, mode: str, username_claim: str,
+                       bearer: str | None = None) -> Caller:
+    """A :class:`Caller` from verified claims (JWT or App Service Authentication)."""
+    username = claims.get(username_claim)
+    expires = claims.get("exp")
+    return Caller(
+        mode=mode,
+        subject=_string(claims.get("sub")),
+        object_id=_string(claims.get("oid")),
+        username=username if isinstance(username, str) else None,
+        tenant_id=_string(claims.get("tid")),
+        roles=_strings(claims.get("roles")),
+        scopes=_strings(claims.get("scp")),
+        bearer_token=bearer,
+        bearer_expires_on=float(expires) if isinstance(expires, int | float) else None,
+    )

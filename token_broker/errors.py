@@ -148,6 +148,14 @@ class CallerForbiddenError(BrokerError):
     title = "Forbidden"
 
 
+class RateLimitedError(BrokerError):
+    """The caller has used up its requests for now (429 with ``Retry-After``)."""
+
+    status = 429
+    code = "rate_limited"
+    title = "Too many requests"
+
+
 class UpstreamError(BrokerError):
     """Azure AD (or another upstream service) refused or failed the request."""
 

@@ -7,7 +7,9 @@ answered with a generic ``500`` problem that reveals nothing.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import time
 from collections.abc import Callable
 
@@ -58,7 +60,7 @@ def _token(req: func.HttpRequest, request_id: str) -> func.HttpResponse:
     if req.method.upper() == "POST":
         read_json_object(req, allowed_fields=())
     broker = broker_module.current_broker()
-    caller = broker.callers.authenticate(req)
+    caller = broker.authenticate(req)
     token = broker.token_for(caller)
     now = time.time()
     return json_response(
@@ -82,6 +84,24 @@ def _health(req: func.HttpRequest, request_id: str) -> func.HttpResponse:  # noq
     if problems:
         return problem_response(ConfigurationError([*problems, *broker.settings.warnings]), request_id=request_id)
     return json_response(broker.health(), request_id=request_id)
+
+
+def token_auth_level() -> func.AuthLevel:
+    """FUNCTION when ``CALLER_AUTH=function_key`` (the host checks the key), else ANONYMOUS.
+
+    Read at indexing time: the auth level is part of the function's binding metadata.
+    """
+    mode = (os.environ.get("CALLER_AUTH") or "").strip().lower()
+    return func.AuthLevel.FUNCTION if mode == "function_key" else func.AuthLevel.ANONYMOUS
+
+
+def check_settings_at_start() -> None:
+    """Validate the settings when the worker loads the app, so problems and warnings are logged at start.
+
+    Never raises: an invalid configuration is reported by every endpoint and by /api/health.
+    """
+    with contextlib.suppress(ConfigurationError):  # already logged, setting by setting
+        broker_module.current_broker()
 
 
 def token(req: func.HttpRequest) -> func.HttpResponse:

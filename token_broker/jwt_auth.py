@@ -1,0 +1,170 @@
+"""``CALLER_AUTH=jwt``: verify the caller's OpenID Connect access token with PyJWT.
+
+Only asymmetric algorithms are accepted (never ``none``, never HMAC, so a public key can never be
+used as a shared secret). The issuer's signing keys come from its JWKS, found through its discovery
+document unless ``CALLER_JWT_JWKS_URI`` is set; they are cached, refreshed hourly (a failed refresh
+keeps the last good keys), and refetched once on an unknown ``kid`` at most every
+``CALLER_JWT_JWKS_REFRESH_COOLDOWN_SECONDS``. Callers learn only that their token is not valid; the
+reason goes to the log.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import azure.functions as func
+import jwt
+import requests
+
+from . import aad_errors
+from .caller_settings import CallerSettings
+from .callers import Caller, caller_from_claims
+from .errors import BrokerError, CallerAuthenticationError, UpstreamUnavailableError
+from .http import bearer_token
+
+log = logging.getLogger(__name__)
+
+ALLOWED_ALGORITHMS = frozenset({"RS256", "RS384", "RS512", "PS256", "ES256"})
+MAX_TOKEN_LENGTH = 16 * 1024  # Entra ID tokens are 1-4 KB; anything far larger is an attack or a mistake
+KEYS_MAX_AGE_SECONDS = 3600.0
+_REQUIRED_CLAIMS = ["exp", "iat", "iss", "aud"]
+
+
+def _rejected(reason: str, *, code: str = "caller_token_invalid") -> CallerAuthenticationError:
+    log.warning("Rejected a caller token: %s", reason)
+    detail = "The bearer token has expired; sign in again." if code == "caller_token_expired" else (
+        "The bearer token is not valid for this API.")
+    return CallerAuthenticationError(detail, code=code)
+
+
+class SigningKeys:
+    """The issuer's signing keys by ``kid``: cached, single-flight refresh, rate-limited on unknown kids."""
+
+    def __init__(self, locate_jwks: Callable[[], str], *, timeout: float, refresh_cooldown: float,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._locate_jwks = locate_jwks
+        self._jwks_uri: str | None = None
+        self._timeout = timeout
+        self._cooldown = refresh_cooldown
+        self._clock = clock
+        self._keys: dict[str, jwt.PyJWK] = {}
+        self._fetched_at: float | None = None
+        self._lock = threading.Lock()
+        self.fetches = 0
+
+    def get(self, kid: str) -> jwt.PyJWK:
+        """The key with id ``kid``; raises :class:`CallerAuthenticationError` when the issuer has none."""
+        fetched_at = self._fetched_at
+        if fetched_at is None or self._clock() - fetched_at > KEYS_MAX_AGE_SECONDS:
+            self._refresh(previous=fetched_at, keep_old_on_failure=fetched_at is not None)
+        key = self._keys.get(kid)
+        if key is None and self._fetched_at is not None and self._clock() - self._fetched_at >= self._cooldown:
+            self._refresh(previous=self._fetched_at, keep_old_on_failure=True)  # maybe the keys rotated
+            key = self._keys.get(kid)
+        if key is None:
+            raise _rejected(f"no signing key with kid {kid[:64]!r} in the issuer's JWKS")
+        return key
+
+    def _refresh(self, *, previous: float | None, keep_old_on_failure: bool) -> None:
+        with self._lock:
+            if self._fetched_at != previous:
+                return  # another thread refreshed while this one waited
+            try:
+                if self._jwks_uri is None:
+                    self._jwks_uri = self._locate_jwks()
+                response = requests.get(self._jwks_uri, timeout=self._timeout)
+                response.raise_for_status()
+                key_set = jwt.PyJWKSet.from_dict(response.json())
+            except BrokerError:
+                raise
+            except (requests.RequestException, ValueError, jwt.PyJWTError) as err:
+                if keep_old_on_failure and self._keys:
+                    log.warning("Refreshing the caller token signing keys failed (%s); keeping the old keys",
+                                type(err).__name__)
+                    self._fetched_at = self._clock()
+                    return
+                raise UpstreamUnavailableError(
+                    "The signing keys of CALLER_JWT_ISSUER could not be fetched, so no caller can be verified. "
+                    "Check CALLER_JWT_ISSUER / CALLER_JWT_JWKS_URI and the network path.",
+                    code="caller_keys_unavailable", setting="CALLER_JWT_JWKS_URI",
+                ) from err
+            self._keys = {key.key_id: key for key in key_set.keys if key.key_id}
+            self._fetched_at = self._clock()
+            self.fetches += 1
+            log.info("Fetched %d caller token signing keys", len(self._keys))
+
+
+class JwtAuthenticator:
+    """Verifies ``Authorization: Bearer <JWT>`` from the configured OpenID Connect issuer."""
+
+    mode = "jwt"
+
+    def __init__(self, settings: CallerSettings, *, timeout: float) -> None:
+        assert settings.jwt_issuer is not None
+        self._settings = settings
+        self._issuer = settings.jwt_issuer
+        self._audiences = list(settings.jwt_audiences)
+        self._timeout = timeout
+        self.keys = SigningKeys(self._locate_jwks, timeout=timeout,
+                                refresh_cooldown=settings.jwt_jwks_refresh_cooldown_seconds)
+
+    def _locate_jwks(self) -> str:
+        if self._settings.jwt_jwks_uri:
+            return self._settings.jwt_jwks_uri
+        url = f"{self._issuer.rstrip('/')}/.well-known/openid-configuration"
+        try:
+            response = requests.get(url, timeout=self._timeout)
+            response.raise_for_status()
+            document = response.json()
+        except (requests.RequestException, ValueError) as err:
+            mapped = aad_errors.from_exception(err, service="The caller token issuer", setting="CALLER_JWT_ISSUER")
+            raise UpstreamUnavailableError(
+                f"The discovery document {url} could not be read ({mapped.code}); check CALLER_JWT_ISSUER or set "
+                "CALLER_JWT_JWKS_URI.", code="caller_keys_unavailable", setting="CALLER_JWT_ISSUER") from err
+        if document.get("issuer") != self._issuer or not isinstance(document.get("jwks_uri"), str):
+            raise UpstreamUnavailableError(
+                f"The discovery document at {url} names issuer {str(document.get('issuer'))[:100]!r}, not "
+                "CALLER_JWT_ISSUER; set CALLER_JWT_ISSUER to the tokens' exact iss value.",
+                code="caller_keys_unavailable", setting="CALLER_JWT_ISSUER")
+        return str(document["jwks_uri"])
+
+    def verify(self, token: str) -> Mapping[str, Any]:
+        """The verified claims of ``token``; raises :class:`CallerAuthenticationError` otherwise."""
+        if len(token) > MAX_TOKEN_LENGTH:
+            raise _rejected(f"token of {len(token)} characters")
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError as err:
+            raise _rejected(f"malformed token ({type(err).__name__})") from err
+        algorithm, kid = header.get("alg"), header.get("kid")
+        if algorithm not in ALLOWED_ALGORITHMS:
+            raise _rejected(f"algorithm {str(algorithm)[:16]!r} is not allowed")
+        if not isinstance(kid, str) or not kid:
+            raise _rejected("no kid in the token header")
+        key = self.keys.get(kid)
+        if key.key_type != ("EC" if algorithm.startswith("ES") else "RSA"):
+            raise _rejected(f"algorithm {algorithm} does not fit the {key.key_type} key {kid[:64]!r}")
+        try:
+            return dict(jwt.decode(
+                token, key.key, algorithms=[algorithm], audience=self._audiences, issuer=self._issuer,
+                leeway=self._settings.jwt_leeway_seconds, options={"require": _REQUIRED_CLAIMS},
+            ))
+        except jwt.ExpiredSignatureError as err:
+            raise _rejected("expired", code="caller_token_expired") from err
+        except (jwt.PyJWTError, ValueError, TypeError) as err:
+            raise _rejected(f"{type(err).__name__}: {str(err)[:120]}") from err
+
+    def authenticate(self, req: func.HttpRequest) -> Caller:
+        token = bearer_token(req)
+        if token is None:
+            raise CallerAuthenticationError(
+                "Send the signed-in user's access token for this API as 'Authorization: Bearer <token>'.",
+                code="caller_token_missing",
+            )
+        claims = self.verify(token)
+        return caller_from_claims(claims, mode=self.mode, username_claim=self._settings.username_claim,
+                                  bearer=token)
