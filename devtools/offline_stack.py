@@ -82,6 +82,8 @@ class OfflineStack:
             "POWERBI_AUTHORITY_HOST": self.entra.base_url,
             "CALLER_AUTH": self._caller_auth,
         }
+        if self._caller_auth == "jwt":
+            values |= {"CALLER_JWT_ISSUER": self.entra.issuer(TENANT_ID), "CALLER_JWT_AUDIENCE": f"api://{CLIENT_ID}"}
         if self._grant_type == "password":
             values |= {"POWERBI_USERNAME": MASTER_USER, "POWERBI_PASSWORD": self._user_password}
         return values | self._extra
@@ -150,9 +152,12 @@ class OfflineStack:
         for name, value in sorted(self.settings().items()):
             shown = "<generated>" if name in ("POWERBI_CLIENT_SECRET", "POWERBI_PASSWORD") else value
             lines.append(f"  {name}={shown}")
-        lines += ["Try:", f"  curl -s {self.url}/api/token", f"  curl -s {self.url}/api/health"]
-        if self._grant_type == "on_behalf_of":
-            lines += [f"  curl -s -H 'Authorization: Bearer {self.user_token()}' {self.url}/api/token"]
+        lines += ["Try:", f"  curl -s {self.url}/api/health"]
+        if self._grant_type == "on_behalf_of" or self._caller_auth == "jwt":
+            lines += [f"  curl -s -H 'Authorization: Bearer {self.user_token()}' {self.url}/api/token",
+                      f"  (a token of {DEMO_USER}, valid for an hour, for this app's API)"]
+        else:
+            lines += [f"  curl -s {self.url}/api/token"]
         if not self.entra.on_port_443:
             lines.append(
                 "Note: the emulator could not bind port 443 on its loopback address, so the password grant "
