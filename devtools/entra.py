@@ -23,9 +23,9 @@ import jwt
 from devtools.emulator_server import Request, Response, route
 from devtools.entra_directory import AadError
 from devtools.entra_grants import EntraGrants
-from devtools.entra_tokens import AZURE_CLI_CLIENT_ID
+from devtools.entra_tokens import AZURE_CLI_CLIENT_ID, InvalidAccessToken
 
-__all__ = ["AZURE_CLI_CLIENT_ID", "EntraEmulator"]
+__all__ = ["AZURE_CLI_CLIENT_ID", "EntraEmulator", "InvalidAccessToken"]
 
 
 class EntraEmulator(EntraGrants):

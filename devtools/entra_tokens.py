@@ -28,10 +28,21 @@ from devtools.emulator_server import EmulatorServer
 from devtools.entra_directory import AadError, App, EntraDirectory, RefreshGrant, Tenant, User
 from devtools.tls import DevCertificateAuthority
 
-__all__ = ["AZURE_CLI_CLIENT_ID", "EntraTokenIssuer", "SigningKey", "scope_resource", "thumbprint"]
+__all__ = [
+    "AZURE_CLI_CLIENT_ID", "EntraTokenIssuer", "InvalidAccessToken", "SigningKey", "scope_resource", "thumbprint",
+]
 
 AZURE_CLI_CLIENT_ID = "04b07795-8ddb-461a-bbee-02f9e1bf7b46"  # a well-known public client: default token caller
 OIDC_SCOPES = frozenset({"openid", "profile", "offline_access", "email"})
+
+
+class InvalidAccessToken(Exception):
+    """A bearer token presented to an emulator is not one this Entra ID emulator would accept."""
+
+    def __init__(self, reason: str, *, expired: bool = False) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.expired = expired
 
 
 @dataclass(frozen=True)
@@ -103,6 +114,31 @@ class EntraTokenIssuer(EmulatorServer, EntraDirectory):  # EmulatorServer first:
             key = self._keys[0].private_key
         return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                  serialization.NoEncryption())
+
+    def verify_access_token(self, token: str, *, audience: str | Sequence[str]) -> dict[str, Any]:
+        """Claims of an access token this emulator issued, for other emulators that check bearer tokens.
+
+        Verifies the signature (any published key), ``aud``, ``exp``/``nbf`` and that ``iss`` is the
+        issuer of the token's own tenant. Raises :class:`InvalidAccessToken` naming what failed.
+        """
+        try:
+            kid = jwt.get_unverified_header(token).get("kid")
+        except jwt.PyJWTError as exc:
+            raise InvalidAccessToken("malformed token") from exc
+        key = next((k for k in self._signing_keys() if k.kid == kid), None)
+        if key is None:
+            raise InvalidAccessToken(f"unknown signing key {kid!r}")
+        audiences = [audience] if isinstance(audience, str) else list(audience)
+        try:
+            claims: dict[str, Any] = jwt.decode(token, key.private_key.public_key(), algorithms=["RS256"],
+                                                audience=audiences, options={"require": ["exp", "aud", "iss", "tid"]})
+        except jwt.ExpiredSignatureError as exc:
+            raise InvalidAccessToken("expired", expired=True) from exc
+        except jwt.PyJWTError as exc:
+            raise InvalidAccessToken(f"{type(exc).__name__}: {exc}") from exc
+        if claims["iss"] != self.issuer(str(claims["tid"])):
+            raise InvalidAccessToken(f"issuer {claims['iss']!r} is not this emulator's")
+        return claims
 
     def issuer(self, tenant_id: str) -> str:
         """The v2 issuer of a tenant: ``{base_url}/{tenant_id}/v2.0``."""
