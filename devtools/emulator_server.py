@@ -62,7 +62,9 @@ class EmulatorServer(FaultInjection):
     ``host=None`` picks a random 127.a.b.c, so several emulators (and processes) can each own port 443.
     ``port=None`` tries 443 first, because some clients drop the port from URLs (MSAL's user-realm
     lookup), and falls back to an ephemeral port when 443 cannot be bound. Restarting after
-    :meth:`stop` reuses the same address and port.
+    :meth:`stop` reuses the same address and port. ``tls=False`` serves plain HTTP instead (for endpoints
+    that are plain HTTP in Azure too, like App Service's managed-identity endpoint); then ``port=None``
+    means an ephemeral port and ``ca`` is not used.
 
     Knobs (thread-safe): :attr:`latency` is added before every response; :meth:`set_latency` with a
     ``path_prefix`` overrides it for matching paths (the longest matching prefix wins);
@@ -73,9 +75,11 @@ class EmulatorServer(FaultInjection):
 
     verbose = False
 
-    def __init__(self, *, ca: DevCertificateAuthority, host: str | None = None, port: int | None = None) -> None:
+    def __init__(self, *, ca: DevCertificateAuthority, host: str | None = None, port: int | None = None,
+                 tls: bool = True) -> None:
         super().__init__()
         self.ca = ca
+        self.tls = tls
         self.ssl_context: ssl.SSLContext | None = None  # issued by start(), once the address is known
         self._requested = (host, port)
         self._bound: tuple[str, int] | None = None
@@ -96,7 +100,7 @@ class EmulatorServer(FaultInjection):
                 self._stopping.clear()
                 httpd = self._bind()
                 self._bound = (httpd.server_name, httpd.server_port)
-                self.ssl_context = self.ca.server_ssl_context(httpd.server_name)
+                self.ssl_context = self.ca.server_ssl_context(httpd.server_name) if self.tls else None
                 self._httpd = httpd
                 self._thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05},
                                                 name=f"{type(self).__name__}@{self.base_url}", daemon=True)
@@ -145,8 +149,10 @@ class EmulatorServer(FaultInjection):
 
     @property
     def base_url(self) -> str:
-        """``https://host`` on port 443, else ``https://host:port``; no trailing slash."""
+        """``https://host`` on port 443, else ``https://host:port`` (``http://host:port`` without TLS); no slash."""
         host, port = self._address()
+        if not self.tls:
+            return f"http://{host}" if port == 80 else f"http://{host}:{port}"
         return f"https://{host}" if port == 443 else f"https://{host}:{port}"
 
     def _address(self) -> tuple[str, int]:
@@ -156,8 +162,8 @@ class EmulatorServer(FaultInjection):
 
     def _bind(self) -> EmulatorHTTPServer:
         host, port = self._requested
-        if self._bound is not None or port is not None:
-            return EmulatorHTTPServer(self._bound or (host or random_loopback(), cast(int, port)), self)
+        if self._bound is not None or port is not None or not self.tls:  # plain HTTP has no reason to want 443
+            return EmulatorHTTPServer(self._bound or (host or random_loopback(), port or 0), self)
         candidates = [host] if host else [random_loopback() for _ in range(8)]
         for candidate in candidates:
             try:

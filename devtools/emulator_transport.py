@@ -1,4 +1,4 @@
-"""The threaded HTTPS transport under :class:`~devtools.emulator_server.EmulatorServer`.
+"""The threaded HTTPS (or plain HTTP) transport under :class:`~devtools.emulator_server.EmulatorServer`.
 
 :class:`EmulatorHTTPServer` accepts connections and runs each TLS handshake in the connection's own
 thread; :class:`EmulatorRequestHandler` reads request bodies, writes responses and can reset a
@@ -11,7 +11,6 @@ import contextlib
 import random
 import socket
 import socketserver
-import ssl
 import struct
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -28,14 +27,14 @@ _MAX_BODY = 16 * 1024 * 1024
 
 
 class EmulatorHTTPServer(ThreadingHTTPServer):
-    """HTTPS server bound to one address, serving ``emulator`` until shut down."""
+    """HTTPS (or, when the emulator has ``tls=False``, HTTP) server bound to one address, serving ``emulator``."""
 
     daemon_threads = True
     request_queue_size = 1024  # a burst of 200 concurrent connects must not overflow the backlog
 
     def __init__(self, address: tuple[str, int], emulator: EmulatorServer) -> None:
         self.emulator = emulator
-        self.active: set[ssl.SSLSocket] = set()
+        self.active: set[socket.socket] = set()
         self.active_lock = threading.Lock()
         super().__init__(address, EmulatorRequestHandler)
 
@@ -50,9 +49,12 @@ class EmulatorHTTPServer(ThreadingHTTPServer):
         raw.settimeout(10)
         context = self.emulator.ssl_context
         try:
-            if context is None:
+            if not self.emulator.tls:
+                conn = raw
+            elif context is None:
                 raise OSError("no TLS context")
-            conn = context.wrap_socket(raw, server_side=True)
+            else:
+                conn = context.wrap_socket(raw, server_side=True)
         except OSError:
             raw.close()
             return

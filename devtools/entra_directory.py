@@ -1,8 +1,8 @@
 """The in-memory directory of the Entra ID emulator, and Azure AD's error table.
 
-:class:`EntraDirectory` holds tenants, app registrations (with their secrets, certificates and consent),
-users and issued refresh tokens; :class:`AadError` carries an AADSTS code whose HTTP status, OAuth error
-and message come from the table, worded as Azure AD sends them.
+:class:`EntraDirectory` holds tenants, app registrations (with their secrets, certificates, federated
+identity credentials and consent), users and issued refresh tokens; :class:`AadError` carries an AADSTS
+code whose HTTP status, OAuth error and message come from the table, worded as Azure AD sends them.
 """
 
 from __future__ import annotations
@@ -18,8 +18,11 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-__all__ = ["AadError", "App", "EntraDirectory", "RefreshGrant", "Tenant", "User"]
+__all__ = ["AadError", "App", "EntraDirectory", "FederatedCredential", "RefreshGrant", "Tenant", "User"]
 
+_NO_FIC = ("No matching federated identity record found for presented assertion {what} '{value}'. Please check your "
+           "federated identity credential Subject, Audience and Issuer against the presented assertion. "
+           "https://learn.microsoft.com/entra/workload-id/workload-identity-federation")
 _NO_USER = ("The user account {{EUII Hidden}} does not exist in the {tenant} directory. To sign into this "
             "application, the account must be added to the directory.")
 # code: (HTTP status, OAuth error, message template, suberror) -- wording and statuses as Azure AD sends them.
@@ -43,6 +46,9 @@ _ERRORS: dict[int, tuple[int, str, str, str | None]] = {
               "certificate credentials for added security: https://aka.ms/certCreds.", None),
     700027: (401, "invalid_client", "Client assertion failed validation. [Reason - {reason}]", None),
     700024: (401, "invalid_client", "Client assertion is not within its valid time range.", None),
+    700211: (401, "invalid_client", _NO_FIC.replace("{what}", "issuer"), None),
+    700212: (401, "invalid_client", _NO_FIC.replace("{what}", "audience"), None),
+    700213: (401, "invalid_client", _NO_FIC.replace("{what}", "subject"), None),
     1002012: (400, "invalid_scope", "The provided value for scope {scope} is not valid. Client credential flows "
               "must have a scope value with /.default suffixed to the resource identifier (application ID URI).",
               None),
@@ -74,6 +80,15 @@ class AadError(Exception):
 
 
 @dataclass(frozen=True)
+class FederatedCredential:
+    """A federated identity credential: assertions with this issuer, subject and audience authenticate the app."""
+
+    issuer: str
+    subject: str
+    audience: str
+
+
+@dataclass(frozen=True)
 class App:  # immutable: changes swap the whole object, so a handler always sees a consistent snapshot
     client_id: str
     name: str
@@ -83,6 +98,7 @@ class App:  # immutable: changes swap the whole object, so a handler always sees
     certificates: tuple[bytes, ...]  # DER
     api_audience: str
     service_principal_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    federated: tuple[FederatedCredential, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -170,6 +186,21 @@ class EntraDirectory:
         """Register one more certificate credential for the app."""
         der = x509.load_pem_x509_certificate(certificate_pem).public_bytes(serialization.Encoding.DER)
         self._update_app(tenant_id, client_id, certificates=lambda a: (*a.certificates, der))
+
+    def add_federated_credential(self, tenant_id: str, client_id: str, *, issuer: str, subject: str,
+                                 audience: str = "api://AzureADTokenExchange") -> None:
+        """Trust assertions from ``issuer`` about ``subject`` (e.g. a managed identity's token) as the app's credential.
+
+        The emulator can only check the signature of tokens it issued itself, so ``issuer`` is meant to be
+        ``EntraEmulator.issuer(tenant_id)`` and ``subject`` the managed identity's principal (object) id.
+        """
+        fic = FederatedCredential(issuer, subject, audience)
+        self._update_app(tenant_id, client_id, federated=lambda a: (*a.federated, fic))
+
+    def service_principal_id(self, tenant_id: str, client_id: str) -> str:
+        """Object id of the app's service principal: the ``oid`` of its app-only tokens (e.g. for role assignments)."""
+        with self._dir_lock:
+            return self._tenant(tenant_id).apps[client_id].service_principal_id
 
     def set_consent(self, tenant_id: str, client_id: str, granted: bool) -> None:
         """Grant or withdraw consent for user flows of the app (AADSTS65001 when withdrawn)."""

@@ -1,8 +1,8 @@
 """The grants of the Entra ID emulator's token endpoint.
 
 :class:`EntraGrants` validates a token request -- tenant, grant type, client and its credential (client
-secret or certificate assertion) -- and runs the grant: client credentials, password (ROPC), refresh
-token or on-behalf-of. Failures raise :class:`~devtools.entra_directory.AadError` with Azure AD's codes.
+secret, certificate assertion or federated assertion) -- and runs the grant: client credentials, password
+(ROPC), refresh token or on-behalf-of. Failures raise :class:`~devtools.entra_directory.AadError` with Azure AD's codes.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import jwt
 from cryptography import x509
 
 from devtools.entra_directory import AadError, App, Tenant
-from devtools.entra_tokens import EntraTokenIssuer, scope_resource, thumbprint
+from devtools.entra_tokens import EntraTokenIssuer, InvalidAccessToken, scope_resource, thumbprint
 
 __all__ = ["EntraGrants"]
 
@@ -87,8 +87,13 @@ class EntraGrants(EntraTokenIssuer):
             header = jwt.get_unverified_header(assertion)
             x5c = header.get("x5c")
             leaf = base64.b64decode(x5c[0]) if isinstance(x5c, list) and x5c else None
+            unverified = jwt.decode(assertion, options={"verify_signature": False})
         except (jwt.PyJWTError, ValueError):
             raise AadError(700027, reason="The token is malformed.") from None
+        # Like Azure AD: an assertion the app signed itself names the app as issuer; any other issuer is federated.
+        if app.federated and unverified.get("iss") != app.client_id:
+            self._check_federated_assertion(app, assertion, unverified)
+            return
         # MSAL keeps the base64 padding on thumbprints, Azure AD accepts both forms.
         x5t, x5t256 = (str(header.get(name, "")).rstrip("=") for name in ("x5t", "x5t#S256"))
         for der in app.certificates:
@@ -116,6 +121,29 @@ class EntraGrants(EntraTokenIssuer):
             raise AadError(700027, reason=f"{type(exc).__name__}: {exc}") from None
         if claims["sub"] != app.client_id:
             raise AadError(700027, reason="The 'sub' claim must be the client id.")
+
+    def _check_federated_assertion(self, app: App, assertion: str, unverified: dict[str, Any]) -> None:
+        """Match the assertion to a federated identity credential (issuer, then subject, then audience), then verify it.
+
+        Only tokens this emulator issued can be verified (e.g. managed-identity tokens); no clock skew is allowed.
+        """
+        aud = unverified.get("aud")
+        audiences = [aud] if isinstance(aud, str) else [str(a) for a in aud or []]
+        matches = [f for f in app.federated if f.issuer == unverified.get("iss")]
+        if not matches:
+            raise AadError(700211, value=str(unverified.get("iss", "")))
+        matches = [f for f in matches if f.subject == unverified.get("sub")]
+        if not matches:
+            raise AadError(700213, value=str(unverified.get("sub", "")))
+        matches = [f for f in matches if f.audience in audiences]
+        if not matches:
+            raise AadError(700212, value=", ".join(audiences))
+        try:
+            self.verify_access_token(assertion, audience=matches[0].audience)
+        except InvalidAccessToken as exc:
+            if exc.expired:
+                raise AadError(700024) from None
+            raise AadError(700027, reason=f"The federated assertion failed validation: {exc.reason}.") from None
 
     def _client_credentials(self, tenant: Tenant, app: App, form: dict[str, str], acr: str) -> dict[str, Any]:
         scope = form.get("scope", "")

@@ -34,7 +34,7 @@ def test_functions_bindings_and_parameter_names_as_the_worker_reads_them() -> No
     )
     result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, check=True)
     functions = {f["name"]: f for f in json.loads(result.stdout)}
-    assert set(functions) == {"token", "health"}
+    assert set(functions) == {"token", "embed_token", "report_embed", "health"}
     for function in functions.values():
         trigger = next(b for b in function["bindings"] if b["type"] == "httpTrigger")
         output = next(b for b in function["bindings"] if b["type"] == "http")
@@ -45,6 +45,9 @@ def test_functions_bindings_and_parameter_names_as_the_worker_reads_them() -> No
         assert set(trigger["methods"]) >= {"GET", "POST", "PUT", "DELETE"}  # the handler answers 405 itself
     assert next(b for b in functions["token"]["bindings"] if b["type"] == "httpTrigger")["route"] == "token"
     assert next(b for b in functions["health"]["bindings"] if b["type"] == "httpTrigger")["route"] == "health"
+    routes = {name: next(b["route"] for b in f["bindings"] if b["type"] == "httpTrigger")
+              for name, f in functions.items()}
+    assert routes["embed_token"] == "embed-token" and routes["report_embed"] == "reports/{reportId}/embed"
 
 
 def test_function_app_is_thin() -> None:
