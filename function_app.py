@@ -20,6 +20,18 @@ def token(req: func.HttpRequest) -> func.HttpResponse:
     return handlers.token(req)
 
 
+@app.route(route="embed-token", methods=handlers.ALL_METHODS, auth_level=handlers.token_auth_level())
+def embed_token(req: func.HttpRequest) -> func.HttpResponse:
+    """Issue a Power BI embed token for reports the caller may see."""
+    return handlers.embed_token(req)
+
+
+@app.route(route="reports/{reportId}/embed", methods=handlers.ALL_METHODS, auth_level=handlers.token_auth_level())
+def report_embed(req: func.HttpRequest) -> func.HttpResponse:
+    """Issue an embed token and embed URL for one report."""
+    return handlers.report_embed(req)
+
+
 @app.route(route="health", methods=handlers.ALL_METHODS)
 def health(req: func.HttpRequest) -> func.HttpResponse:
     """Report whether the configuration is valid, naming every problem."""

@@ -20,8 +20,10 @@ import pytest
 
 from devtools.entra import EntraEmulator
 from devtools.functions_host import FunctionsHost, HostResponse, route_prefix_from_host_json
+from devtools.keyvault import KeyVaultEmulator
+from devtools.managed_identity import ManagedIdentity, ManagedIdentityEmulator
 from devtools.tls import DevCertificateAuthority
-from token_broker import broker
+from token_broker import broker, platform_identity
 from token_broker.settings import SETTING_NAMES
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -142,6 +144,43 @@ def entra(_entra_session: EntraEmulator, monkeypatch: pytest.MonkeyPatch, ca: De
 def needs_port_443(entra: EntraEmulator) -> None:
     if not entra.on_port_443:
         pytest.skip(NEEDS_PORT_443)
+
+
+# -- the app's identity and its vault ---------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def _identity_session(_entra_session: EntraEmulator) -> Iterator[ManagedIdentityEmulator]:
+    with ManagedIdentityEmulator(entra=_entra_session, tenant_id=TENANT) as emulator:
+        yield emulator
+
+
+@pytest.fixture(scope="session")
+def _vault_session(ca: DevCertificateAuthority, _entra_session: EntraEmulator) -> Iterator[KeyVaultEmulator]:
+    with KeyVaultEmulator(ca=ca, entra=_entra_session, tenant_id=TENANT) as vault:
+        yield vault
+
+
+@pytest.fixture(scope="session")
+def app_identity(_identity_session: ManagedIdentityEmulator, _vault_session: KeyVaultEmulator) -> ManagedIdentity:
+    identity = _identity_session.add_identity()
+    _vault_session.grant_secrets_user(identity.principal_id)
+    return identity
+
+
+@pytest.fixture
+def vault(_vault_session: KeyVaultEmulator, _identity_session: ManagedIdentityEmulator, app_identity: ManagedIdentity,
+          entra: EntraEmulator, monkeypatch: pytest.MonkeyPatch) -> Iterator[KeyVaultEmulator]:
+    """The vault with the broker's secret, and the app running 'on App Service' with its identity."""
+    for name, value in _identity_session.environ().items():
+        monkeypatch.setenv(name, value)
+    platform_identity.reset()
+    _vault_session.clear_faults()
+    _vault_session.reset_counters()
+    _vault_session.set_secret("powerbi-client-secret", CLIENT_SECRET)
+    yield _vault_session
+    _vault_session.clear_faults()
+    platform_identity.reset()
 
 
 # -- the function app --------------------------------------------------------------------------------------

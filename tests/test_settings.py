@@ -139,3 +139,90 @@ def test_readme_documents_every_setting() -> None:
     readme = (ROOT / "README.md").read_text()
     missing = sorted(name for name in SETTING_NAMES if f"`{name}`" not in readme)
     assert missing == []
+
+
+# -- credentials and clouds (Key Vault, certificates, federation, sovereign clouds) -------------------------
+
+KV_URI = "https://kv-broker.vault.azure.net/secrets/powerbi-client-secret"
+
+
+def without_secret(**extra: str) -> dict[str, str]:
+    environ = {k: v for k, v in BASE.items() if k != "POWERBI_CLIENT_SECRET"}
+    return {**environ, **extra}
+
+
+@pytest.mark.parametrize(("extra", "kind"), [
+    ({"POWERBI_CLIENT_SECRET": SECRET}, "secret"),
+    ({"POWERBI_CLIENT_SECRET_URI": KV_URI}, "secret_uri"),
+    ({"POWERBI_CLIENT_SECRET_URI": KV_URI + "/0123456789abcdef0123456789abcdef"}, "secret_uri"),
+    ({"POWERBI_CLIENT_CERTIFICATE_URI": "https://kv.vault.azure.net/secrets/broker-cert"}, "certificate_uri"),
+    ({"POWERBI_CLIENT_ASSERTION": "managed_identity"}, "managed_identity"),
+])
+def test_each_credential_kind(extra: dict[str, str], kind: str) -> None:
+    assert load_settings(without_secret(**extra)).credentials.kind == kind
+
+
+def test_credentials_are_mutually_exclusive() -> None:
+    problems = problems_of({**BASE, "POWERBI_CLIENT_SECRET_URI": KV_URI,
+                            "POWERBI_CLIENT_ASSERTION": "managed_identity"})
+    assert set(problems) == {"POWERBI_CLIENT_SECRET_URI", "POWERBI_CLIENT_ASSERTION"}
+    assert "exactly one" in problems["POWERBI_CLIENT_ASSERTION"]
+
+
+def test_no_credential_names_every_option() -> None:
+    message = problems_of(without_secret())["POWERBI_CLIENT_SECRET"]
+    assert all(name in message for name in ("POWERBI_CLIENT_SECRET_URI", "POWERBI_CLIENT_CERTIFICATE_URI",
+                                            "POWERBI_CLIENT_ASSERTION"))
+
+
+@pytest.mark.parametrize("uri", ["http://kv.vault.azure.net/secrets/x", "https://kv.vault.azure.net/keys/x",
+                                 "https://kv.vault.azure.net/certificates/x", "kv/secrets/x"])
+def test_key_vault_uris_must_be_secret_identifiers(uri: str) -> None:
+    message = problems_of(without_secret(POWERBI_CLIENT_SECRET_URI=uri))["POWERBI_CLIENT_SECRET_URI"]
+    assert "secret identifier" in message
+    if "/certificates/" in uri:
+        assert "secret behind the certificate" in message
+
+
+def test_password_may_come_from_key_vault_but_not_from_both() -> None:
+    environ = {**BASE, "POWERBI_GRANT_TYPE": "password", "POWERBI_USERNAME": "u@contoso.com"}
+    assert load_settings({**environ, "POWERBI_PASSWORD_URI": KV_URI}).credentials.password_uri == KV_URI
+    problems = problems_of({**environ, "POWERBI_PASSWORD_URI": KV_URI, "POWERBI_PASSWORD": "pa55-word-value"})
+    assert set(problems) == {"POWERBI_PASSWORD_URI"}
+
+
+def test_azure_client_id_must_be_a_guid() -> None:
+    assert "AZURE_CLIENT_ID" in problems_of({**BASE, "AZURE_CLIENT_ID": "my-identity"})
+
+
+def test_send_x5c_without_a_certificate_is_a_warning() -> None:
+    settings = load_settings({**BASE, "POWERBI_CLIENT_CERTIFICATE_SEND_X5C": "true"})
+    assert [w.setting for w in settings.warnings] == ["POWERBI_CLIENT_CERTIFICATE_SEND_X5C"]
+
+
+@pytest.mark.parametrize(("cloud", "authority", "scope", "api", "exchange"), [
+    ("Public", "https://login.microsoftonline.com", "https://analysis.windows.net/powerbi/api/.default",
+     "https://api.powerbi.com/v1.0/myorg", "api://AzureADTokenExchange"),
+    ("USGov", "https://login.microsoftonline.com", "https://analysis.usgovcloudapi.net/powerbi/api/.default",
+     "https://api.powerbigov.us/v1.0/myorg", "api://AzureADTokenExchange"),
+    ("USGovHigh", "https://login.microsoftonline.us", "https://high.analysis.usgovcloudapi.net/powerbi/api/.default",
+     "https://api.high.powerbigov.us/v1.0/myorg", "api://AzureADTokenExchangeUSGov"),
+    ("USGovDoD", "https://login.microsoftonline.us", "https://mil.analysis.usgovcloudapi.net/powerbi/api/.default",
+     "https://api.mil.powerbigov.us/v1.0/myorg", "api://AzureADTokenExchangeUSGov"),
+    ("China", "https://login.chinacloudapi.cn", "https://analysis.chinacloudapi.cn/powerbi/api/.default",
+     "https://api.powerbi.cn/v1.0/myorg", "api://AzureADTokenExchangeChina"),
+])
+def test_sovereign_cloud_presets(cloud: str, authority: str, scope: str, api: str, exchange: str) -> None:
+    settings = load_settings({**BASE, "POWERBI_CLOUD": cloud})
+    assert (settings.authority_host, settings.scope, settings.api_url) == (authority, scope, api)
+    assert settings.cloud.token_exchange_audience == exchange
+
+
+def test_each_preset_is_overridable_by_its_own_setting() -> None:
+    settings = load_settings({**BASE, "POWERBI_CLOUD": "China", "POWERBI_API_URL": "https://pbi.example/v1.0/myorg"})
+    assert settings.api_url == "https://pbi.example/v1.0/myorg"
+    assert settings.authority_host == "https://login.chinacloudapi.cn"
+
+
+def test_unknown_cloud_is_named() -> None:
+    assert "USGovHigh" in problems_of({**BASE, "POWERBI_CLOUD": "Mars"})["POWERBI_CLOUD"]

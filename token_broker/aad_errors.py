@@ -93,9 +93,15 @@ _rule((53003, 53000, 53001), AadErrorRule(
     None, caller_status=403))
 _rule((700027, 700023, 700024), AadErrorRule(
     "aad_invalid_client_assertion", "Azure AD rejected the client assertion",
-    "The certificate or federated credential of the app registration does not match what the "
-    "broker sent. Check the certificate uploaded to the app registration or its federated credential.",
-    "POWERBI_CLIENT_ID"))
+    "The certificate the broker signed with is not registered on the app registration (Certificates & "
+    "secrets), or has expired. Upload the certificate named by POWERBI_CLIENT_CERTIFICATE_URI.",
+    "POWERBI_CLIENT_CERTIFICATE_URI"))
+_rule((700211, 700212, 700213, 70021), AadErrorRule(
+    "aad_no_matching_federated_credential", "No federated credential matches the managed identity",
+    "The app registration has no federated identity credential for this managed identity. Add one with "
+    "issuer https://login.microsoftonline.com/<tenant id>/v2.0, subject = the identity's principal (object) "
+    "ID and audience api://AzureADTokenExchange, and check that AZURE_CLIENT_ID names that identity.",
+    "AZURE_CLIENT_ID"))
 _rule((500011, 70011, 1002012), AadErrorRule(
     "aad_invalid_scope", "Azure AD rejected the requested scope",
     "POWERBI_SCOPE does not name a resource known in this tenant. Use the default "

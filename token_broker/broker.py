@@ -17,9 +17,12 @@ from typing import Any
 import azure.functions as func
 
 from . import redaction
+from .app_configuration import AppConfigurationSource, merged_settings
 from .callers import Caller, CallerAuthenticator, authorize, build_authenticator
-from .credentials import ClientCredential, build_client_credential
+from .credentials import ClientCredential, build_client_credential, build_password_source
+from .embed import EmbedService
 from .errors import CallerAuthenticationError, ConfigurationError, SettingProblem
+from .powerbi_client import PowerBIClient
 from .rate_limit import RateLimiter
 from .settings import Settings, load_settings
 from .tokens import AccessToken, TokenService
@@ -35,6 +38,7 @@ class Broker:
     credential: ClientCredential
     tokens: TokenService
     callers: CallerAuthenticator
+    embed: EmbedService
     rate_limiter: RateLimiter | None = None
 
     @classmethod
@@ -42,7 +46,7 @@ class Broker:
         """Validate the settings in ``environ`` and build the broker (no network call)."""
         settings = load_settings(environ)
         credential = build_client_credential(settings)
-        redaction.register_secrets((*settings.secret_values, *credential.secret_values()))
+        redaction.register_secrets(settings.secret_values)
         redaction.install()
         for warning in settings.warnings:
             log.warning("Setting %s: %s", warning.setting, warning.message)
@@ -55,7 +59,9 @@ class Broker:
             if limits.rate_limit_per_minute
             else None
         )
-        return cls(settings, credential, TokenService(settings, credential), authenticator, limiter)
+        tokens = TokenService(settings, credential, password=build_password_source(settings))
+        embed = EmbedService(settings, tokens, PowerBIClient(settings.api_url, timeout=settings.http_timeout_seconds))
+        return cls(settings, credential, tokens, authenticator, embed, limiter)
 
     def authenticate(self, req: func.HttpRequest) -> Caller:
         """The verified, authorized, rate-limited caller of ``req`` (401/403/429/503 otherwise)."""
@@ -84,6 +90,8 @@ class Broker:
         """Non-secret facts about the configuration for /api/health."""
         return {
             "status": "ok",
+            "settingsSource": "app settings + App Configuration" if _store is not None else "app settings",
+            "cloud": self.settings.cloud.name,
             "grantType": self.settings.grant_type,
             "callerAuth": self.callers.mode,
             "credential": self.credential.kind,
@@ -101,11 +109,20 @@ class Broker:
 
 _lock = threading.Lock()
 _current: Broker | ConfigurationError | None = None
+_store: AppConfigurationSource | None = None
 
 
 def current_broker() -> Broker:
-    """The broker for this process, built on first use; raises :class:`ConfigurationError` when invalid."""
+    """The broker for this process, built on first use; raises :class:`ConfigurationError` when invalid.
+
+    With an App Configuration store, a due sentinel check runs first (one request, on one thread at a
+    time); when the store's settings changed, the broker is rebuilt from them.
+    """
     state = _current
+    store = _store
+    if store is not None and store.refresh_due() and store.refresh():
+        _forget_broker()
+        state = None
     if state is None:
         state = _build()
     if isinstance(state, ConfigurationError):
@@ -115,11 +132,16 @@ def current_broker() -> Broker:
 
 
 def _build() -> Broker | ConfigurationError:
-    global _current
+    global _current, _store
     with _lock:
         if _current is None:
+            environ: Mapping[str, str] = os.environ
+            if (environ.get("AZURE_APPCONFIG_ENDPOINT") or "").strip():
+                if _store is None:
+                    _store = AppConfigurationSource(environ)
+                environ = merged_settings(environ, _store)  # AppConfigurationError (503) is not cached
             try:
-                _current = Broker.from_environ(os.environ)
+                _current = Broker.from_environ(environ)
             except ConfigurationError as err:
                 for problem in err.problems:
                     log.error("Setting %s: %s", problem.setting, problem.message)
@@ -127,8 +149,15 @@ def _build() -> Broker | ConfigurationError:
         return _current
 
 
-def reset() -> None:
-    """Forget the broker so that the next request reads the settings again (tests, dev server reloads)."""
+def _forget_broker() -> None:
     global _current
     with _lock:
         _current = None
+
+
+def reset() -> None:
+    """Forget the broker and any settings store so that the next request reads the settings again."""
+    global _store
+    _forget_broker()
+    with _lock:
+        _store = None

@@ -26,6 +26,8 @@ log = logging.getLogger(__name__)
 
 #: A value with less than this many seconds left (or half the refresh margin, if smaller) is never served.
 MINIMUM_VALIDITY_SECONDS = 30.0
+#: A demand capped to the longest lifetime upstream issues still wants a value at most this much older.
+LONGEST_AVAILABLE_SLACK_SECONDS = 60.0
 #: After a failed refresh, wait this long (or a quarter of the margin, if smaller) before trying again.
 FAILURE_BACKOFF_SECONDS = 10.0
 
@@ -62,12 +64,15 @@ class _Flight(Generic[V]):
 class _Entry(Generic[V]):
     # ``cached`` is replaced as one tuple so the lock-free hot path never sees a value with
     # another value's refresh time.
-    __slots__ = ("cached", "flight", "retry_not_before")
+    __slots__ = ("cached", "flight", "longest_available", "retry_not_before")
 
     def __init__(self) -> None:
         self.cached: tuple[V, float] | None = None  # (value, refresh at)
         self.flight: _Flight[V] | None = None
         self.retry_not_before = 0.0
+        # Lifetime of a value fetched to satisfy a min_remaining demand: longer demands are capped to it,
+        # since asking upstream again would only return another value of the same lifetime.
+        self.longest_available = 0.0
 
     @property
     def value(self) -> V | None:
@@ -100,14 +105,22 @@ class RefreshingCache(Generic[V]):
     def __len__(self) -> int:
         return len(self._entries)
 
-    def get(self, key: Hashable, fetch: Callable[[], V]) -> V:
-        """Return a fresh value for ``key``, calling ``fetch`` at most once across threads."""
+    def get(self, key: Hashable, fetch: Callable[[], V], *, min_remaining: float = 0.0) -> V:
+        """Return a fresh value for ``key``, calling ``fetch`` at most once across threads.
+
+        ``min_remaining``: the value must also stay valid this many seconds (an embed token cannot outlive
+        the Azure AD token that creates it). When a fetch made for such a demand returns a shorter-lived
+        value, that lifetime is what upstream issues: later demands are capped to it (less a minute), so
+        requests never loop asking for longer values than exist.
+        """
         entry = self._entries.get(key)
         if entry is not None:
             cached = entry.cached
-            if cached is not None and cached[1] > self._clock():
+            if cached is not None and cached[1] > (now := self._clock()) and (
+                not min_remaining or cached[0].expires_on - now >= min_remaining
+            ):
                 return cached[0]  # the hot path: no lock, no allocation
-        return self._get_slow(key, fetch)
+        return self._get_slow(key, fetch, min_remaining)
 
     def peek(self, key: Hashable) -> V | None:
         """The cached value for ``key`` whatever its age, or None."""
@@ -128,7 +141,15 @@ class RefreshingCache(Generic[V]):
     def _usable(self, value: V | None, now: float) -> bool:
         return value is not None and value.expires_on - self._minimum_validity > now
 
-    def _get_slow(self, key: Hashable, fetch: Callable[[], V]) -> V:
+    def _fresh(self, entry: _Entry[V], now: float, min_remaining: float) -> V | None:
+        cached = entry.cached
+        if cached is None or cached[1] <= now:
+            return None
+        if entry.longest_available:
+            min_remaining = min(min_remaining, entry.longest_available - LONGEST_AVAILABLE_SLACK_SECONDS)
+        return cached[0] if cached[0].expires_on - now >= min_remaining else None
+
+    def _get_slow(self, key: Hashable, fetch: Callable[[], V], min_remaining: float = 0.0) -> V:
         with self._lock:
             now = self._clock()
             entry = self._entries.get(key)
@@ -136,9 +157,9 @@ class RefreshingCache(Generic[V]):
                 entry = self._entries[key] = _Entry()
                 while len(self._entries) > self._max_entries:
                     self._entries.popitem(last=False)
-            cached = entry.cached
-            if cached is not None and cached[1] > now:
-                return cached[0]
+            fresh = self._fresh(entry, now, min_remaining)
+            if fresh is not None:
+                return fresh
             value = entry.value
             stale_ok = self._usable(value, now)
             if entry.flight is None:
@@ -152,13 +173,14 @@ class RefreshingCache(Generic[V]):
                 flight = entry.flight
                 leader = False
         if not leader:
-            if stale_ok:
+            if stale_ok and not min_remaining:
                 assert value is not None
                 return value  # someone is refreshing; the current value is still good
             return flight.wait(self._wait_timeout)
-        return self._lead(key, entry, flight, fetch, value if stale_ok else None)
+        return self._lead(key, entry, flight, fetch, value if stale_ok else None, min_remaining)
 
-    def _lead(self, key: Hashable, entry: _Entry[V], flight: _Flight[V], fetch: Callable[[], V], stale: V | None) -> V:
+    def _lead(self, key: Hashable, entry: _Entry[V], flight: _Flight[V], fetch: Callable[[], V], stale: V | None,
+              min_remaining: float) -> V:
         try:
             fresh = fetch()
         except BaseException as err:
@@ -177,6 +199,9 @@ class RefreshingCache(Generic[V]):
             raise
         with self._lock:
             entry.cached = (fresh, self._refresh_at(fresh))
+            if min_remaining:
+                lifetime = fresh.expires_on - self._clock()
+                entry.longest_available = lifetime if lifetime < min_remaining else 0.0
             entry.flight = None
             entry.retry_not_before = 0.0
             if key in self._entries:

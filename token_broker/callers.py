@@ -40,6 +40,8 @@ class Caller:
     scopes: frozenset[str] = frozenset()
     bearer_token: str | None = field(default=None, repr=False)
     bearer_expires_on: float | None = None
+    #: All verified claims (e.g. for ``EMBED_RLS_CUSTOM_DATA_CLAIM``); empty for modes without claims.
+    claims: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False, hash=False)
 
     @property
     def key(self) -> str:
@@ -164,4 +166,5 @@ def caller_from_claims(claims: Mapping[str, Any], *, mode: str, username_claim: 
         scopes=_strings(claims.get("scp")),
         bearer_token=bearer,
         bearer_expires_on=float(expires) if isinstance(expires, int | float) else None,
+        claims=dict(claims),
     )

@@ -156,6 +156,38 @@ class RateLimitedError(BrokerError):
     title = "Too many requests"
 
 
+class KeyVaultError(BrokerError):
+    """A secret could not be read from Key Vault (503): the message names the cause and the setting."""
+
+    status = 503
+    code = "keyvault_error"
+    title = "A secret could not be read from Key Vault"
+
+
+class AppConfigurationError(BrokerError):
+    """Settings could not be loaded from the App Configuration store (503)."""
+
+    status = 503
+    code = "appconfig_unavailable"
+    title = "Settings could not be loaded from App Configuration"
+
+
+class CredentialError(BrokerError):
+    """The configured client credential cannot be used (503), e.g. a certificate that does not parse."""
+
+    status = 503
+    code = "credential_invalid"
+    title = "The client credential cannot be used"
+
+
+class PowerBIError(BrokerError):
+    """Power BI refused or failed a request; ``powerBiRequestId`` identifies it for Microsoft support."""
+
+    status = 502
+    code = "powerbi_error"
+    title = "Power BI refused the request"
+
+
 class UpstreamError(BrokerError):
     """Azure AD (or another upstream service) refused or failed the request."""
 

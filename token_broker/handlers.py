@@ -16,6 +16,8 @@ from collections.abc import Callable
 import azure.functions as func
 
 from . import broker as broker_module
+from .embed import EmbedResult
+from .embed_request import BODY_FIELDS, guid, parse_embed_request, single_report_request
 from .errors import BrokerError, ConfigurationError, InternalError, MethodNotAllowedError
 from .http import json_response, problem_response, read_json_object, request_id_for
 from .redaction import request_id_var
@@ -56,6 +58,10 @@ def _path(req: func.HttpRequest) -> str:
     return url[start:].split("?", 1)[0]
 
 
+def _iso(epoch: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
+
+
 def _token(req: func.HttpRequest, request_id: str) -> func.HttpResponse:
     if req.method.upper() == "POST":
         read_json_object(req, allowed_fields=())
@@ -67,12 +73,45 @@ def _token(req: func.HttpRequest, request_id: str) -> func.HttpResponse:
         {
             "accessToken": token.value,
             "tokenType": "Bearer",
-            "expiresOn": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(token.expires_on)),
+            "expiresOn": _iso(token.expires_on),
             "expiresIn": token.expires_in(now),
             "scope": token.scope,
         },
         request_id=request_id,
     )
+
+
+def _embed_response(result: EmbedResult, request_id: str) -> func.HttpResponse:
+    return json_response(
+        {
+            "token": result.token.token,
+            "tokenId": result.token.token_id,
+            "expiresOn": _iso(result.expires_on),
+            "reports": [
+                {"id": r.id, "name": r.name, "embedUrl": r.embed_url, "datasetId": r.dataset_id,
+                 "workspaceId": r.workspace_id}
+                for r in result.reports
+            ],
+        },
+        request_id=request_id,
+    )
+
+
+def _embed_token(req: func.HttpRequest, request_id: str) -> func.HttpResponse:
+    body = read_json_object(req, allowed_fields=BODY_FIELDS)
+    broker = broker_module.current_broker()
+    caller = broker.authenticate(req)
+    request = parse_embed_request(body, default_workspace_id=broker.settings.embed.default_workspace_id)
+    return _embed_response(broker.embed.embed(caller, request), request_id)
+
+
+def _report_embed(req: func.HttpRequest, request_id: str) -> func.HttpResponse:
+    broker = broker_module.current_broker()
+    caller = broker.authenticate(req)
+    report_id = guid(req.route_params.get("reportId"), "The report id in the path")
+    request = single_report_request(report_id, dict(req.params),
+                                    default_workspace_id=broker.settings.embed.default_workspace_id)
+    return _embed_response(broker.embed.embed(caller, request), request_id)
 
 
 def _health(req: func.HttpRequest, request_id: str) -> func.HttpResponse:  # noqa: ARG001 - handler signature
@@ -107,6 +146,16 @@ def check_settings_at_start() -> None:
 def token(req: func.HttpRequest) -> func.HttpResponse:
     """``GET|POST /api/token``: a Power BI access token for the caller."""
     return _guarded(("GET", "POST"), _token, req)
+
+
+def embed_token(req: func.HttpRequest) -> func.HttpResponse:
+    """``POST /api/embed-token``: an embed token for reports (and datasets) the caller may see."""
+    return _guarded(("POST",), _embed_token, req)
+
+
+def report_embed(req: func.HttpRequest) -> func.HttpResponse:
+    """``GET /api/reports/{reportId}/embed``: the one-report case of ``/api/embed-token``."""
+    return _guarded(("GET",), _report_embed, req)
 
 
 def health(req: func.HttpRequest) -> func.HttpResponse:

@@ -79,7 +79,7 @@ class SettingReader:
         value = self.raw(name)
         if value is None:
             return None
-        if value.lower() not in allowed:
+        if value.lower() not in {choice.lower() for choice in allowed}:
             self.problem(name, f"{name} must be one of {', '.join(allowed)}; it is '{shorten(value)}'.")
             return None
         return value.lower()

@@ -12,14 +12,18 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from .app_configuration import APPCONFIG_SETTINGS
 from .caller_settings import CALLER_SETTINGS, CallerSettings, read_caller_settings
+from .clouds import CLOUD_NAMES, CLOUDS, PUBLIC, Cloud
+from .credential_settings import CREDENTIAL_SETTINGS, CredentialSettings, read_credential_settings
+from .embed_settings import EMBED_SETTINGS, EmbedSettings, read_embed_settings
 from .errors import ConfigurationError, SettingProblem
 from .setting_reader import SettingReader, SettingSpec, shorten
 
-POWERBI_RESOURCE = "https://analysis.windows.net/powerbi/api"
-DEFAULT_SCOPE = POWERBI_RESOURCE + "/.default"
-DEFAULT_AUTHORITY_HOST = "https://login.microsoftonline.com"
-DEFAULT_API_URL = "https://api.powerbi.com/v1.0/myorg"
+POWERBI_RESOURCE = PUBLIC.powerbi_resource
+DEFAULT_SCOPE = PUBLIC.scope
+DEFAULT_AUTHORITY_HOST = PUBLIC.authority_host
+DEFAULT_API_URL = PUBLIC.api_url
 
 GRANT_TYPES = ("client_credentials", "password", "on_behalf_of")
 
@@ -30,15 +34,18 @@ POWERBI_SETTINGS: tuple[SettingSpec, ...] = (
     SettingSpec("POWERBI_CLIENT_SECRET", "Client secret of the app registration.", secret=True),
     SettingSpec("POWERBI_USERNAME", "Master user's sign-in name (password grant only)."),
     SettingSpec("POWERBI_PASSWORD", "Master user's password (password grant only).", secret=True),
-    SettingSpec("POWERBI_AUTHORITY_HOST", "Entra ID authority host (https only).", DEFAULT_AUTHORITY_HOST),
-    SettingSpec("POWERBI_SCOPE", "Scope requested for Power BI.", DEFAULT_SCOPE),
-    SettingSpec("POWERBI_API_URL", "Power BI REST API base URL.", DEFAULT_API_URL),
+    SettingSpec("POWERBI_CLOUD", f"National cloud presets: {' | '.join(CLOUD_NAMES)}.", "Public"),
+    SettingSpec("POWERBI_AUTHORITY_HOST", "Entra ID authority host (https only); default from POWERBI_CLOUD."),
+    SettingSpec("POWERBI_SCOPE", "Scope requested for Power BI; default from POWERBI_CLOUD."),
+    SettingSpec("POWERBI_API_URL", "Power BI REST API base URL; default from POWERBI_CLOUD."),
     SettingSpec("POWERBI_TOKEN_REFRESH_MARGIN_SECONDS", "Refresh a cached token this long before expiry.", "300"),
     SettingSpec("POWERBI_HTTP_TIMEOUT_SECONDS", "Timeout of each call to Entra ID.", "10"),
     SettingSpec("POWERBI_USER_TOKEN_CACHE_MAX_ENTRIES", "Most per-user tokens kept in memory.", "10000"),
 )
 #: Every setting of the contract, in documentation order.
-SETTINGS: tuple[SettingSpec, ...] = POWERBI_SETTINGS + CALLER_SETTINGS
+SETTINGS: tuple[SettingSpec, ...] = (
+    POWERBI_SETTINGS + CREDENTIAL_SETTINGS + CALLER_SETTINGS + EMBED_SETTINGS + APPCONFIG_SETTINGS
+)
 SETTING_NAMES = frozenset(spec.name for spec in SETTINGS)
 SECRET_SETTINGS = frozenset(spec.name for spec in SETTINGS if spec.secret)
 
@@ -60,9 +67,10 @@ class Settings:
     http_timeout_seconds: float
     user_token_cache_max_entries: int
     callers: CallerSettings
-    client_secret: str | None = field(default=None, repr=False)
+    credentials: CredentialSettings
+    embed: EmbedSettings = field(default_factory=EmbedSettings)
+    cloud: Cloud = PUBLIC
     username: str | None = None
-    password: str | None = field(default=None, repr=False)
     warnings: tuple[SettingProblem, ...] = ()
 
     @property
@@ -77,8 +85,8 @@ class Settings:
 
     @property
     def secret_values(self) -> tuple[str, ...]:
-        """Values that must never appear in a response or a log record."""
-        return tuple(v for v in (self.client_secret, self.password) if v)
+        """Secret values held in the settings themselves (Key Vault values are registered when read)."""
+        return tuple(v for v in (self.credentials.client_secret, self.credentials.password) if v)
 
 
 def _is_guid(value: str) -> bool:
@@ -111,33 +119,34 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         )
 
     grant_type = read.choice("POWERBI_GRANT_TYPE", GRANT_TYPES) or "client_credentials"
-    client_secret = read.secret(
-        "POWERBI_CLIENT_SECRET", "create a client secret for the app registration and put its Value here."
-    )
-    username = password = None
+    credentials = read_credential_settings(read, grant_type=grant_type)
+    username = None
     if grant_type == "password":
         username = read.required("POWERBI_USERNAME", "the password grant signs in as this master user.")
-        password = read.secret("POWERBI_PASSWORD", "the password grant needs the master user's password.")
-    else:
-        for name in ("POWERBI_USERNAME", "POWERBI_PASSWORD"):
-            if read.raw(name) is not None:
-                read.problem(
-                    name, f"{name} is ignored with POWERBI_GRANT_TYPE={grant_type}; remove it.", severity="warning"
-                )
+    elif read.is_set("POWERBI_USERNAME"):
+        read.problem("POWERBI_USERNAME", f"POWERBI_USERNAME is ignored with POWERBI_GRANT_TYPE={grant_type}; "
+                     "remove it.", severity="warning")
 
-    authority_host = read.https_url("POWERBI_AUTHORITY_HOST", allow_path=False)
-    api_url = read.https_url("POWERBI_API_URL", allow_path=True)
-    scope = read.raw("POWERBI_SCOPE") or DEFAULT_SCOPE
+    cloud = CLOUDS.get((read.choice("POWERBI_CLOUD", CLOUD_NAMES) or "public"), PUBLIC)
+    # Each preset is overridable setting by setting; an explicit value wins over the cloud's.
+    authority_host = (read.https_url("POWERBI_AUTHORITY_HOST", allow_path=False)
+                      if read.is_set("POWERBI_AUTHORITY_HOST") else cloud.authority_host)
+    api_url = read.https_url("POWERBI_API_URL", allow_path=True) if read.is_set("POWERBI_API_URL") else cloud.api_url
+    scope = read.raw("POWERBI_SCOPE") or cloud.scope
     if " " in scope or not scope.endswith("/.default"):
         read.problem(
             "POWERBI_SCOPE",
-            f"POWERBI_SCOPE must be a single '<resource>/.default' scope such as {DEFAULT_SCOPE}.",
+            f"POWERBI_SCOPE must be a single '<resource>/.default' scope such as {cloud.scope}.",
         )
     margin = read.integer("POWERBI_TOKEN_REFRESH_MARGIN_SECONDS", minimum=0, maximum=3000)
     timeout = read.number("POWERBI_HTTP_TIMEOUT_SECONDS", minimum=0.5, maximum=120)
     cache_size = read.integer("POWERBI_USER_TOKEN_CACHE_MAX_ENTRIES", minimum=1, maximum=1_000_000)
 
     callers = read_caller_settings(read, client_id=client_id, grant_type=grant_type)
+    embed = read_embed_settings(read)
+    if read.is_set("AZURE_APPCONFIG_ENDPOINT"):
+        read.https_url("AZURE_APPCONFIG_ENDPOINT", allow_path=False)
+    read.integer("AZURE_APPCONFIG_REFRESH_SECONDS", minimum=1, maximum=86400)
 
     errors = [p for p in read.problems if p.severity == "error"]
     if errors:
@@ -154,8 +163,9 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         http_timeout_seconds=timeout,
         user_token_cache_max_entries=cache_size,
         callers=callers,
-        client_secret=client_secret,
+        credentials=credentials,
+        embed=embed,
+        cloud=cloud,
         username=username,
-        password=password,
         warnings=tuple(read.problems),
     )

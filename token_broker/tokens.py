@@ -21,8 +21,8 @@ import requests
 
 from . import aad_errors, redaction
 from .cache import RefreshingCache
-from .credentials import ClientCredential
-from .errors import CallerAuthenticationError
+from .credentials import ClientCredential, SecretSource
+from .errors import BrokerError, CallerAuthenticationError
 from .settings import Settings
 
 if TYPE_CHECKING:  # msal is imported on first use: /api/health and config errors never pay for it
@@ -31,6 +31,9 @@ if TYPE_CHECKING:  # msal is imported on first use: /api/health and config error
 log = logging.getLogger(__name__)
 
 _APP_KEY = "service-principal"
+#: Azure AD codes meaning "the credential you sent is no longer good": re-read it once and retry.
+_STALE_CREDENTIAL_CODES = frozenset({"aad_invalid_client_secret", "aad_client_secret_expired",
+                                     "aad_invalid_client_assertion"})  # a certificate renewed in Key Vault
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +43,8 @@ class AccessToken:
     value: str = field(repr=False)
     expires_on: float
     scope: str
+    #: True when MSAL answered from its own cache rather than from Azure AD.
+    from_cache: bool = field(default=False, compare=False)
 
     def expires_in(self, now: float | None = None) -> int:
         """Whole seconds left before expiry."""
@@ -79,10 +84,12 @@ class TokenService:
         settings: Settings,
         credential: ClientCredential,
         *,
+        password: SecretSource | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._settings = settings
         self._credential = credential
+        self._password = password
         self._scopes = [settings.scope]
         self._clock = clock
         self._apps: dict[str, msal.ConfidentialClientApplication] = {}
@@ -104,14 +111,24 @@ class TokenService:
 
     # -- public API -------------------------------------------------------------------------------
 
-    def service_principal_token(self) -> AccessToken:
-        """The service principal's token (client credentials)."""
-        return self._app_tokens.get(_APP_KEY, self._fetch_service_principal_token)
+    def service_principal_token(self, *, min_remaining: float = 0.0) -> AccessToken:
+        """The service principal's token (client credentials).
 
-    def master_user_token(self) -> AccessToken:
+        ``min_remaining``: seconds the token must still be valid; a shorter cached one is replaced by a
+        fresh one from Azure AD first (at most once: see :meth:`RefreshingCache.get`).
+        """
+        return self._app_tokens.get(
+            _APP_KEY, lambda: self._rotating(lambda: self._fetch_service_principal_token(min_remaining)),
+            min_remaining=min_remaining,
+        )
+
+    def master_user_token(self, *, min_remaining: float = 0.0) -> AccessToken:
         """The master user's token (password grant), refreshed from MSAL's cache, not by re-posting the password."""
         key = ("password", self._settings.username)
-        return self._user_tokens.get(key, self._fetch_master_user_token)
+        return self._user_tokens.get(
+            key, lambda: self._rotating(lambda: self._fetch_master_user_token(min_remaining)),
+            min_remaining=min_remaining,
+        )
 
     def on_behalf_of_token(self, assertion: str, *, assertion_expires_on: float | None = None) -> AccessToken:
         """A token for the user who holds ``assertion`` (the caller's own access token for this app).
@@ -120,12 +137,35 @@ class TokenService:
         presenting the very token Azure AD accepted for it. It never outlives the assertion.
         """
         key = ("obo", hashlib.sha256(assertion.encode()).digest())
-        return self._user_tokens.get(key, lambda: self._fetch_on_behalf_of(assertion, assertion_expires_on))
+        return self._user_tokens.get(
+            key, lambda: self._rotating(lambda: self._fetch_on_behalf_of(assertion, assertion_expires_on))
+        )
 
     @property
     def cached_user_tokens(self) -> int:
         """How many user tokens are in memory (bounded by POWERBI_USER_TOKEN_CACHE_MAX_ENTRIES)."""
         return len(self._user_tokens)
+
+    def _rotating(self, fetch: Callable[[], AccessToken]) -> AccessToken:
+        """Run ``fetch``; if Azure AD rejects a credential that its source has since replaced, retry once.
+
+        A secret rotated in Key Vault is thus picked up by the first request that needs it, and that
+        request still succeeds. MSAL applications are rebuilt: they hold the credential they were made with.
+        """
+        try:
+            return fetch()
+        except BrokerError as err:
+            rotated = False
+            if err.code in _STALE_CREDENTIAL_CODES:
+                rotated = self._credential.reload()
+            elif err.code == "aad_invalid_username_or_password" and self._password is not None:
+                rotated = self._password.reload()
+            if not rotated:
+                raise
+            log.warning("Azure AD rejected the credential (%s); retrying with the value just re-read", err.code)
+            with self._apps_lock:
+                self._apps.clear()
+            return fetch()
 
     # -- MSAL applications ------------------------------------------------------------------------
 
@@ -174,27 +214,29 @@ class TokenService:
         if not result or "access_token" not in result:
             raise aad_errors.from_aad_response(result or {}, on_behalf_of_caller=caller_identity)
         expires_in = int(result.get("expires_in") or 0)
-        token = AccessToken(result["access_token"], now + expires_in, self._settings.scope)
+        from_cache = result.get("token_source") == "cache"
+        token = AccessToken(result["access_token"], now + expires_in, self._settings.scope, from_cache)
         log.info(
             "Got a token from %s (fingerprint %s, expires in %d s)",
             result.get("token_source", "Azure AD"), token.fingerprint, expires_in,
         )
         return token
 
-    def _due(self, token: AccessToken) -> bool:
-        return token.expires_on - self._settings.token_refresh_margin_seconds <= self._clock()
+    def _due(self, token: AccessToken, min_remaining: float = 0.0) -> bool:
+        ahead = max(self._settings.token_refresh_margin_seconds, min_remaining)
+        return token.expires_on - ahead <= self._clock()
 
-    def _fetch_service_principal_token(self) -> AccessToken:
+    def _fetch_service_principal_token(self, min_remaining: float = 0.0) -> AccessToken:
         app = self._msal_app("client_credentials")
         token = self._token(lambda: app.acquire_token_for_client(self._scopes))
-        if self._due(token):
+        if token.from_cache and self._due(token, min_remaining):
             # MSAL's own cache still considers the token good; we refresh earlier (the margin), so
             # drop MSAL's copy and ask Azure AD.
             app.remove_tokens_for_client()
             token = self._token(lambda: app.acquire_token_for_client(self._scopes))
         return token
 
-    def _fetch_master_user_token(self) -> AccessToken:
+    def _fetch_master_user_token(self, min_remaining: float = 0.0) -> AccessToken:
         settings = self._settings
         app = self._msal_app("password")
         for account in app.get_accounts(username=settings.username):
@@ -202,12 +244,16 @@ class TokenService:
                 silent = app.acquire_token_silent_with_error(self._scopes, account, force_refresh=force_refresh)
                 if silent and "access_token" in silent:
                     token = self._token(functools.partial(dict, silent))
-                    if not self._due(token):
+                    if not self._due(token, min_remaining):
                         return token
             log.info("The master user's refresh token no longer works; signing in with the password again")
         return self._token(
-            lambda: app.acquire_token_by_username_password(settings.username, settings.password, self._scopes)
+            lambda: app.acquire_token_by_username_password(settings.username, self._password_value(), self._scopes)
         )
+
+    def _password_value(self) -> str:
+        assert self._password is not None, "the password grant is configured with a password source"
+        return self._password.get()
 
     def _fetch_on_behalf_of(self, assertion: str, assertion_expires_on: float | None) -> AccessToken:
         app = self._msal_app("on_behalf_of")
