@@ -1,0 +1,202 @@
+# azd postprovision hook (Windows, or PowerShell 7 anywhere). The same steps as postprovision.sh:
+# 1. keyVaultReference / runtimeSecretUri modes: creates a client secret for the Power BI app registration
+#    and writes it straight into Key Vault. The secret stays in this process's memory: it is created with
+#    the Microsoft Graph addPassword call and stored with the Key Vault REST API (Invoke-RestMethod), so it
+#    is never printed, never written to disk and never on a command line. A secret still valid for more
+#    than POWERBI_CLIENT_SECRET_RENEW_DAYS is kept; POWERBI_ROTATE_CLIENT_SECRET=true forces a new one.
+# 2. Prints the Power BI admin steps that no template can do.
+# Needs the Azure CLI signed in to the same tenant (az login).
+$ErrorActionPreference = 'Stop'
+Set-StrictMode -Version Latest
+
+function Get-Setting([string]$Name, [string]$Default = '') {
+    $value = [Environment]::GetEnvironmentVariable($Name)
+    if ([string]::IsNullOrEmpty($value)) { return $Default }
+    return $value
+}
+
+$mode = Get-Setting 'POWERBI_CREDENTIAL_MODE' 'keyVaultReference'
+$grantType = Get-Setting 'POWERBI_GRANT_TYPE' 'client_credentials'
+$vault = Get-Setting 'AZURE_KEY_VAULT_NAME'
+$vaultUri = (Get-Setting 'AZURE_KEY_VAULT_URI' "https://$vault.vault.azure.net/").TrimEnd('/')
+$clientId = Get-Setting 'POWERBI_CLIENT_ID'
+$envName = Get-Setting 'AZURE_ENV_NAME' 'azd'
+# Must match clientSecretName / masterPasswordName in infra/main.bicep (tests/test_infra.py checks it).
+$secretName = 'powerbi-client-secret'
+$passwordName = 'powerbi-master-password'
+$validityDays = [int](Get-Setting 'POWERBI_CLIENT_SECRET_DAYS' '180')
+$renewDays = [int](Get-Setting 'POWERBI_CLIENT_SECRET_RENEW_DAYS' '30')
+
+if (-not $vault -or -not $clientId) {
+    throw 'AZURE_KEY_VAULT_NAME or POWERBI_CLIENT_ID is not set: run this hook through azd (azd provision).'
+}
+if ((Get-Setting 'POWERBI_CLOUD' 'Public') -eq 'USGov') {
+    $apiHost = 'https://api.powerbigov.us'; $pbiResource = 'https://analysis.usgovcloudapi.net/powerbi/api'
+} else {
+    $apiHost = 'https://api.powerbi.com'; $pbiResource = 'https://analysis.windows.net/powerbi/api'
+}
+
+az account show --output none 2>$null
+if ($LASTEXITCODE -ne 0) {
+    throw "The Azure CLI is not signed in. Run 'az login', then 'azd hooks run postprovision'."
+}
+
+function Get-AccessToken([string]$Resource) {
+    # The token comes back on az's standard output, never on a command line.
+    $token = az account get-access-token --resource $Resource --query accessToken --output tsv
+    if ($LASTEXITCODE -ne 0 -or -not $token) { throw "Could not get an access token for $Resource." }
+    return $token
+}
+
+function Save-ClientSecret {
+    $vaultToken = Get-AccessToken 'https://vault.azure.net'
+    $headers = @{ Authorization = "Bearer $vaultToken" }
+    $expires = $null
+    for ($attempt = 1; $attempt -le 10; $attempt++) {
+        try {
+            # Secret metadata only (the versions list never returns values). Retried while roles propagate.
+            $versions = Invoke-RestMethod -Method Get -Headers $headers `
+                -Uri "$vaultUri/secrets/$secretName/versions?api-version=7.4"
+            $latest = $versions.value | Where-Object { $_.attributes.enabled } |
+                Sort-Object { $_.attributes.created } -Descending | Select-Object -First 1
+            if ($latest -and $latest.attributes.PSObject.Properties['exp']) {
+                $expires = [DateTimeOffset]::FromUnixTimeSeconds([long]$latest.attributes.exp).UtcDateTime
+            }
+            break
+        } catch {
+            $status = $null
+            if ($_.Exception.PSObject.Properties['Response'] -and $_.Exception.Response) {
+                $status = [int]$_.Exception.Response.StatusCode
+            }
+            if ($status -eq 404) { break }
+            if ($attempt -eq 10) { throw "Cannot read Key Vault ${vault}: does the signed-in user hold Key Vault Secrets Officer on it?" }
+            Write-Host "Waiting for the Key Vault role assignment to take effect ($attempt/10)..."
+            Start-Sleep -Seconds 30
+        }
+    }
+
+    $rotate = (Get-Setting 'POWERBI_ROTATE_CLIENT_SECRET' 'false') -eq 'true'
+    if ($expires -and -not $rotate -and $expires -gt (Get-Date).ToUniversalTime().AddDays($renewDays)) {
+        Write-Host "Key Vault $vault already holds $secretName, valid until $($expires.ToString('u')): kept."
+        Write-Host "(Set POWERBI_ROTATE_CLIENT_SECRET=true with 'azd env set' to create a new one.)"
+        return
+    }
+
+    $endDate = (Get-Date).ToUniversalTime().AddDays($validityDays)
+    $displayName = "azd $envName $((Get-Date).ToUniversalTime().ToString('yyyy-MM-dd'))"
+    Write-Host "Creating a client secret '$displayName' for app registration $clientId (expires $($endDate.ToString('u')))..."
+    $graphToken = Get-AccessToken 'https://graph.microsoft.com'
+    $body = @{ passwordCredential = @{ displayName = $displayName; endDateTime = $endDate.ToString('o') } } |
+        ConvertTo-Json -Depth 3
+    $credential = Invoke-RestMethod -Method Post -ContentType 'application/json' -Body $body `
+        -Headers @{ Authorization = "Bearer $graphToken" } `
+        -Uri "https://graph.microsoft.com/v1.0/applications(appId='$clientId')/addPassword"
+
+    $secretBody = @{
+        value       = $credential.secretText
+        contentType = 'text/plain'
+        attributes  = @{ exp = [DateTimeOffset]::new($endDate).ToUnixTimeSeconds() }
+        tags        = @{ 'app-client-id' = $clientId; credential = $displayName }
+    } | ConvertTo-Json -Depth 3
+    $credential = $null
+    $stored = $false
+    for ($attempt = 1; $attempt -le 10; $attempt++) {
+        try {
+            Invoke-RestMethod -Method Put -ContentType 'application/json' -Body $secretBody -Headers $headers `
+                -Uri "$vaultUri/secrets/${secretName}?api-version=7.4" | Out-Null
+            $stored = $true
+            break
+        } catch {
+            Write-Host "Waiting for permission to write secrets to Key Vault $vault ($attempt/10)..."
+            Start-Sleep -Seconds 30
+        }
+    }
+    $secretBody = $null
+    if (-not $stored) {
+        throw ("The client secret '$displayName' was created but could not be stored in Key Vault $vault. " +
+            "Delete it (az ad app credential list/delete --id $clientId) and run 'azd hooks run postprovision' again.")
+    }
+    Write-Host "Stored the client secret in Key Vault $vault as $secretName (expires $($endDate.ToString('u')))."
+    Write-Host "Older credentials stay valid until they expire: az ad app credential list --id $clientId"
+
+    # Key Vault references are resolved when the app starts: restart it to pick up the new secret.
+    $app = Get-Setting 'AZURE_FUNCTION_APP_NAME'
+    $group = Get-Setting 'AZURE_RESOURCE_GROUP'
+    if ($app -and $group) {
+        $subscription = Get-Setting 'AZURE_SUBSCRIPTION_ID'
+        if ($subscription) {
+            az functionapp restart --name $app --resource-group $group --subscription $subscription --output none
+        } else {
+            az functionapp restart --name $app --resource-group $group --output none
+        }
+    }
+}
+
+switch ($mode) {
+    { $_ -in 'keyVaultReference', 'runtimeSecretUri' } { Save-ClientSecret }
+    'federated' {
+        Write-Host "Credential mode 'federated': the app registration trusts the function app's managed identity;"
+        Write-Host 'no client secret exists.'
+    }
+    default { throw "Unknown POWERBI_CREDENTIAL_MODE '$mode'." }
+}
+
+$spId = Get-Setting 'POWERBI_SERVICE_PRINCIPAL_ID'
+if (-not $spId) { $spId = az ad sp show --id $clientId --query id --output tsv 2>$null }
+if (-not $spId) { $spId = '<service principal object id>' }
+$groupName = Get-Setting 'POWERBI_SECURITY_GROUP_NAME' '<a security group containing the service principal>'
+$groupId = Get-Setting 'POWERBI_SECURITY_GROUP_ID' '<security group object id>'
+$workspace = Get-Setting 'POWERBI_WORKSPACE_ID' '<workspace id>'
+
+Write-Host @"
+
+==================================================================================================
+Power BI admin steps (once per tenant / workspace; they cannot be automated by this template)
+==================================================================================================
+App registration (POWERBI_CLIENT_ID): $clientId
+Service principal object id:          $spId
+Security group:                       $groupName ($groupId)
+
+1. Tenant setting (a Fabric / Power BI administrator):
+   Power BI admin portal > Tenant settings > Developer settings >
+   "Service principals can call Fabric public APIs": Enabled, "Specific security groups":
+   add the security group "$groupName". The change can take 15 minutes to apply.
+
+2. Workspace access (a workspace Admin), for each workspace the apps show: add the service principal
+   as Viewer (Manage access > Add people or groups), or with the REST API
+     POST $apiHost/v1.0/myorg/groups/{groupId}/users
+     {"identifier": "<service principal object id>", "principalType": "App", "groupUserAccessRight": "Viewer"}
+   for example with the Azure CLI:
+     az rest --method post ``
+       --url "$apiHost/v1.0/myorg/groups/$workspace/users" ``
+       --resource "$pbiResource" ``
+       --headers "Content-Type=application/json" ``
+       --body '{\"identifier\": \"$spId\", \"principalType\": \"App\", \"groupUserAccessRight\": \"Viewer\"}'
+   (To add the whole security group instead: "identifier": "$groupId", "principalType": "Group".)
+"@
+
+$callerApi = Get-Setting 'CALLER_API_CLIENT_ID'
+if ($callerApi) {
+    Write-Host @"
+
+3. Callers: assign the app role Report.Viewer to the users or groups who may see reports
+   (Entra ID > Enterprise applications > the API app $callerApi > Users and groups).
+   Single-page apps request the scope $(Get-Setting 'CALLER_API_SCOPE' 'api://<API>/access_as_user') with MSAL.js.
+"@
+}
+if ($grantType -eq 'on_behalf_of') {
+    Write-Host @"
+
+4. on_behalf_of: add the delegated Power BI Service permissions the reports need (for example
+   Report.Read.All) to app registration $clientId and grant admin consent (API permissions page).
+"@
+}
+if ($grantType -eq 'password') {
+    Write-Host @"
+
+5. password grant (legacy): store the master user's password in Key Vault as '$passwordName' in vault
+   $vault (Key Vault > Secrets > Generate/Import), or from this PowerShell without echoing it:
+     `$pw = Read-Host 'Master user password' -AsSecureString
+     Set-AzKeyVaultSecret -VaultName $vault -Name $passwordName -SecretValue `$pw
+"@
+}
