@@ -6,9 +6,13 @@ real azure-keyvault-secrets (the challenge protocol against the Key Vault emulat
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
 import socket
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import jwt
 import pytest
@@ -206,3 +210,32 @@ def test_secrets_read_from_the_vault_are_redacted_from_logs(
 
     logging.getLogger("token_broker.tokens").warning("echo %s", "wrong-but-secret-Value.123456")
     assert "wrong-but-secret-Value.123456" not in caplog.text
+
+
+def test_off_azure_the_developers_azure_cli_login_reads_the_vault(
+    env: Env, vault: KeyVaultEmulator, entra: EntraEmulator, call: Call, monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path
+) -> None:
+    """No IDENTITY_ENDPOINT: the broker asks `az account get-access-token`, as on a developer's machine.
+
+    The fake `az` on PATH answers like the Azure CLI with a token the Entra emulator issued to a developer
+    who holds Key Vault Secrets User; no secret is on disk.
+    """
+    developer = "dev@contoso.com"
+    with contextlib.suppress(ValueError):  # the directory is session-wide: the user may exist already
+        entra.add_user(TENANT, developer, "dev-Passw0rd!value")
+    token = entra.issue_access_token(tenant_id=TENANT, audience=vault.resource, subject_username=developer)
+    vault.grant_secrets_user(jwt.decode(token, options={"verify_signature": False})["oid"])
+    answer = json.dumps({"accessToken": token, "expires_on": int(time.time()) + 3600, "tokenType": "Bearer",
+                         "tenant": TENANT, "subscription": "00000000-0000-0000-0000-000000000000"})
+    fake_az = tmp_path / "az"
+    fake_az.write_text(f"#!/bin/sh\ncat <<'JSON'\n{answer}\nJSON\n")
+    fake_az.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+    monkeypatch.delenv("IDENTITY_ENDPOINT")
+    monkeypatch.delenv("IDENTITY_HEADER")
+    platform_identity.reset()
+    env.set(POWERBI_CLIENT_SECRET=None, POWERBI_CLIENT_SECRET_URI=secret_uri(vault))
+    response = call("GET", "/api/token")
+    assert response.status == 200, response.text
+    assert vault.secret_reads("powerbi-client-secret") == 1
