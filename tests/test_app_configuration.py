@@ -111,3 +111,20 @@ def test_store_without_the_reader_role_is_503_naming_the_fix(
         assert time.monotonic() - started < 1, "a failed store is retried after a pause, not on every request"
     finally:
         store.grant_data_reader(app_identity.principal_id)
+
+
+def test_the_app_indexes_without_reading_the_store(env: Env, app_identity: ManagedIdentity) -> None:
+    """Importing function_app (what the worker does to index it) must not wait for an unreachable store."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    env.set(AZURE_APPCONFIG_ENDPOINT="https://127.0.0.1:1", POWERBI_TENANT_ID=None)
+    script = "import function_app; print(len(function_app.app.get_functions()))"
+    started = time.monotonic()
+    result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=60,
+                            env=dict(os.environ), check=True)
+    assert result.stdout.strip() == "4"
+    assert time.monotonic() - started < 5

@@ -7,7 +7,6 @@ answered with a generic ``500`` problem that reveals nothing.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import time
@@ -137,10 +136,17 @@ def token_auth_level() -> func.AuthLevel:
 def check_settings_at_start() -> None:
     """Validate the settings when the worker loads the app, so problems and warnings are logged at start.
 
-    Never raises: an invalid configuration is reported by every endpoint and by /api/health.
+    Never raises, so the worker always indexes the app: an invalid configuration (or an App
+    Configuration store that cannot be read yet) is reported by every endpoint and by /api/health.
     """
-    with contextlib.suppress(ConfigurationError):  # already logged, setting by setting
+    if (os.environ.get("AZURE_APPCONFIG_ENDPOINT") or "").strip():
+        return  # the store is read on the first request, not while the worker indexes the app
+    try:
         broker_module.current_broker()
+    except BrokerError:
+        pass  # already logged, setting by setting
+    except Exception:
+        log.exception("Checking the settings at start failed")
 
 
 def token(req: func.HttpRequest) -> func.HttpResponse:
