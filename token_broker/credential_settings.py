@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-from .setting_reader import SettingReader, SettingSpec, shorten
+from .setting_reader import SettingReader, SettingSpec, is_guid, shorten
 
 CREDENTIAL_SETTINGS: tuple[SettingSpec, ...] = (
     SettingSpec("POWERBI_CLIENT_SECRET_URI", "Key Vault secret identifier of the client secret, read at run time."),
@@ -27,7 +27,6 @@ CREDENTIAL_SETTINGS: tuple[SettingSpec, ...] = (
 CLIENT_CREDENTIAL_SETTINGS = ("POWERBI_CLIENT_SECRET", "POWERBI_CLIENT_SECRET_URI", "POWERBI_CLIENT_CERTIFICATE_URI",
                               "POWERBI_CLIENT_ASSERTION")
 _SECRET_PATH = re.compile(r"^/secrets/[0-9A-Za-z-]{1,127}(/[0-9A-Za-z]{1,64})?/?$")
-_GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 
 
 @dataclass(frozen=True)
@@ -75,7 +74,7 @@ def read_credential_settings(read: SettingReader, *, grant_type: str) -> Credent
         read.problem("POWERBI_CLIENT_CERTIFICATE_SEND_X5C", "POWERBI_CLIENT_CERTIFICATE_SEND_X5C only applies to "
                      "POWERBI_CLIENT_CERTIFICATE_URI; remove it.", severity="warning")
     identity = read.raw("AZURE_CLIENT_ID")
-    if identity is not None and not _GUID.match(identity):
+    if identity is not None and not is_guid(identity):
         read.problem("AZURE_CLIENT_ID", f"AZURE_CLIENT_ID must be the client ID GUID of the user-assigned managed "
                      f"identity; it is '{shorten(identity)}'.")
     password = password_uri = None

@@ -7,15 +7,14 @@ Identity (row-level security) never comes from the request: see :mod:`token_brok
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Any
 
 from .errors import RequestError
+from .setting_reader import is_guid
 
 MAX_ITEMS = 50  # GenerateToken V2: at most 50 reports, datasets and target workspaces
 MAX_LIFETIME_MINUTES = 1440
-_GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 BODY_FIELDS = frozenset({"reports", "datasets", "workspaceId", "lifetimeMinutes"})
 _REPORT_FIELDS = frozenset({"id", "workspaceId", "allowEdit"})
 _DATASET_FIELDS = frozenset({"id"})
@@ -46,7 +45,7 @@ def _bad(message: str, code: str = "invalid_embed_request") -> RequestError:
 
 def guid(value: Any, where: str) -> str:
     """``value`` as a lower-case GUID, or a 400 naming ``where``."""
-    if not isinstance(value, str) or not _GUID.match(value):
+    if not is_guid(value):
         raise _bad(f"{where} must be a GUID (the id in the Power BI URL).")
     return value.lower()
 

@@ -8,10 +8,9 @@ only for the reports in ``EMBED_ALLOWED_REPORTS``). Row-level-security roles com
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 
-from .setting_reader import SettingReader, SettingSpec, shorten
+from .setting_reader import SettingReader, SettingSpec, is_guid, shorten
 
 EMBED_SETTINGS: tuple[SettingSpec, ...] = (
     SettingSpec("POWERBI_WORKSPACE_ID", "Default workspace (group) ID for embed requests that name none."),
@@ -25,7 +24,6 @@ EMBED_SETTINGS: tuple[SettingSpec, ...] = (
     SettingSpec("EMBED_CACHE_MAX_ENTRIES", "Most embed tokens kept in memory.", "10000"),
 )
 
-_GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 MAX_ROLE_LENGTH = 50
 
 
@@ -60,11 +58,11 @@ class EmbedSettings:
 
 def _guids(read: SettingReader, name: str) -> frozenset[str]:
     values = read.csv(name)
-    bad = [v for v in values if not _GUID.match(v)]
+    bad = [v for v in values if not is_guid(v)]
     if bad:
         read.problem(name, f"{name} must list GUIDs (copy them from the workspace or report URL); "
                      f"'{shorten(bad[0])}' is not one.")
-    return frozenset(v.lower() for v in values if _GUID.match(v))
+    return frozenset(v.lower() for v in values if is_guid(v))
 
 
 def _role(read: SettingReader, role: str) -> str | None:
@@ -78,7 +76,7 @@ def _role(read: SettingReader, role: str) -> str | None:
 def read_embed_settings(read: SettingReader) -> EmbedSettings:
     """Read and validate the embed settings, adding problems to ``read``."""
     default_workspace = read.raw("POWERBI_WORKSPACE_ID")
-    if default_workspace is not None and not _GUID.match(default_workspace):
+    if default_workspace is not None and not is_guid(default_workspace):
         read.problem("POWERBI_WORKSPACE_ID", "POWERBI_WORKSPACE_ID must be the workspace's GUID (the part after "
                      f"/groups/ in its URL); it is '{shorten(default_workspace)}'.")
         default_workspace = None

@@ -6,13 +6,16 @@ setting and says what to do.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TypeGuard
 from urllib.parse import urlsplit
 
 from .errors import SettingProblem
 
 KEY_VAULT_REFERENCE_PREFIX = "@Microsoft.KeyVault("
+_GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 _TRUE = ("true", "1", "yes")
 _FALSE = ("false", "0", "no")
 
@@ -25,6 +28,11 @@ class SettingSpec:
     description: str
     default: str | None = None
     secret: bool = False
+
+
+def is_guid(value: object) -> TypeGuard[str]:
+    """True for a GUID in its usual 8-4-4-4-12 hex form (the form Entra ID and Power BI ids take)."""
+    return isinstance(value, str) and bool(_GUID.match(value))
 
 
 def shorten(value: str, limit: int = 60) -> str:

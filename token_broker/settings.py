@@ -18,7 +18,7 @@ from .clouds import CLOUD_NAMES, CLOUDS, PUBLIC, Cloud
 from .credential_settings import CREDENTIAL_SETTINGS, CredentialSettings, read_credential_settings
 from .embed_settings import EMBED_SETTINGS, EmbedSettings, read_embed_settings
 from .errors import ConfigurationError, SettingProblem
-from .setting_reader import SettingReader, SettingSpec, shorten
+from .setting_reader import SettingReader, SettingSpec, is_guid, shorten
 
 POWERBI_RESOURCE = PUBLIC.powerbi_resource
 DEFAULT_SCOPE = PUBLIC.scope
@@ -49,7 +49,6 @@ SETTINGS: tuple[SettingSpec, ...] = (
 SETTING_NAMES = frozenset(spec.name for spec in SETTINGS)
 SECRET_SETTINGS = frozenset(spec.name for spec in SETTINGS if spec.secret)
 
-_GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 _DOMAIN = re.compile(r"^(?=.{4,253}$)([a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?\.)+[a-zA-Z]{2,63}$")
 
 
@@ -89,8 +88,8 @@ class Settings:
         return tuple(v for v in (self.credentials.client_secret, self.credentials.password) if v)
 
 
-def _is_guid(value: str) -> bool:
-    return bool(_GUID.match(value)) and uuid.UUID(value).int != 0
+def _is_nonzero_guid(value: str) -> bool:
+    return is_guid(value) and uuid.UUID(value).int != 0
 
 
 def load_settings(environ: Mapping[str, str]) -> Settings:
@@ -102,7 +101,7 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
     read = SettingReader(environ, SETTINGS)
 
     tenant_id = read.required("POWERBI_TENANT_ID", "set it to the Directory (tenant) ID of your tenant.")
-    if tenant_id is not None and not (_is_guid(tenant_id) or _DOMAIN.match(tenant_id)):
+    if tenant_id is not None and not (_is_nonzero_guid(tenant_id) or _DOMAIN.match(tenant_id)):
         read.problem(
             "POWERBI_TENANT_ID",
             "POWERBI_TENANT_ID must be the tenant's GUID (Entra ID > Overview > Tenant ID) or its "
@@ -111,7 +110,7 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
     elif tenant_id is not None and tenant_id.lower() in ("common", "organizations", "consumers"):
         read.problem("POWERBI_TENANT_ID", "POWERBI_TENANT_ID must name one tenant, not a multi-tenant alias.")
     client_id = read.required("POWERBI_CLIENT_ID", "set it to the app registration's Application (client) ID.")
-    if client_id is not None and not _is_guid(client_id):
+    if client_id is not None and not _is_nonzero_guid(client_id):
         read.problem(
             "POWERBI_CLIENT_ID",
             "POWERBI_CLIENT_ID must be the Application (client) ID GUID from the app registration's "
