@@ -101,11 +101,11 @@ class AppConfigurationSource:
                                                          "current settings", type(err).__name__),
                 startup_timeout=STARTUP_TIMEOUT_SECONDS, replica_discovery_enabled=False,
             )
-        except BrokerError:
-            raise
         except Exception as err:  # the provider wraps its failures in TimeoutError, ValueError, HttpResponseError
             self._failed_at = time.monotonic()
             log.error("Loading settings from App Configuration failed: %s", type(err).__name__)
+            if isinstance(err, BrokerError):
+                raise  # e.g. the app's identity is unavailable: that error names the fix better
             raise self._error() from err
         self._failed_at = None
         self._next_check = time.monotonic() + self._interval

@@ -103,7 +103,8 @@ class Broker:
     def problems(self) -> list[SettingProblem]:
         """Configuration problems that stop the token endpoints although the settings parsed."""
         if self.settings.caller_auth is None:
-            return [SettingProblem("CALLER_AUTH", "CALLER_AUTH is not set; token endpoints answer 503 until it is.")]
+            return [SettingProblem("CALLER_AUTH", "CALLER_AUTH is not set, so token endpoints answer 503: set it to "
+                                   "jwt (single-page apps), easyauth, function_key or, deliberately, anonymous.")]
         return []
 
 

@@ -1,4 +1,4 @@
-"""A small Power BI REST API client: Get Report In Group, Get Dataset In Group, GenerateToken V2.
+"""A small Power BI REST API client: Get Group, Get Report In Group, Get Dataset In Group, GenerateToken V2.
 
 One ``requests`` session per process (connection reuse), bounded timeouts, a few retries on 429 and
 5xx that honour ``Retry-After`` up to a cap, Power BI's error JSON turned into actionable
@@ -21,6 +21,15 @@ from .errors import BrokerError, PowerBIError
 log = logging.getLogger(__name__)
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+
+
+@dataclass(frozen=True)
+class WorkspaceInfo:
+    """A workspace the principal can see, and whether it is on a dedicated (Embedded/Fabric/Premium) capacity."""
+
+    id: str
+    name: str
+    on_dedicated_capacity: bool
 
 
 @dataclass(frozen=True)
@@ -74,6 +83,12 @@ class PowerBIClient:
         adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=32)
         self._session.mount("https://", adapter)
         self.calls = 0
+
+    def get_workspace(self, access_token: str, workspace_id: str) -> WorkspaceInfo:
+        """Get Group: the workspace, if the principal is a member of it (Power BI answers 401 otherwise)."""
+        data = self._request("GET", f"/groups/{workspace_id}", access_token, what=f"workspace {workspace_id}")
+        return WorkspaceInfo(id=str(data.get("id", workspace_id)).lower(), name=str(data.get("name", "")),
+                             on_dedicated_capacity=bool(data.get("isOnDedicatedCapacity")))
 
     def get_report(self, access_token: str, workspace_id: str, report_id: str) -> ReportInfo:
         """Get Report In Group: the report's name, embed URL and dataset."""
@@ -170,10 +185,11 @@ def power_bi_error(response: requests.Response, *, what: str) -> BrokerError:
                             code="powerbi_token_expired", status=503, extensions=ids, retry_after=1)
     if status == 401:
         return PowerBIError(
-            f"Power BI did not authorize access to {what}. Either the tenant setting 'Service principals can call "
-            "Fabric public APIs' (Developer settings in the Power BI admin portal) is off or excludes the "
-            "principal's security group, or the principal is not a member of the workspace (add it as Viewer "
-            "or higher).", code="powerbi_not_authorized", extensions=ids)
+            f"Power BI did not authorize access to {what}. For a service principal: the tenant setting 'Service "
+            "principals can call Fabric public APIs' (Developer settings in the Power BI admin portal) is off or "
+            "excludes the principal's security group, or the principal is not a member of the workspace (add it "
+            "as Viewer or higher). For a user (password or on_behalf_of grant): the user has no access to the "
+            "workspace. Also check the workspace id.", code="powerbi_not_authorized", extensions=ids)
     if status == 403 and ("quota" in message.lower() or "capacity" in message.lower() or "limit" in message.lower()):
         return PowerBIError(
             "Power BI refused another embed token: the workspace is on shared capacity, which allows only a "

@@ -1,0 +1,344 @@
+"""The checks of ``python -m token_broker doctor``, in the order a deployment depends on them.
+
+1. Settings (App Configuration first when ``AZURE_APPCONFIG_ENDPOINT`` is set): every problem at once.
+2. The credential: the app's identity gets a token, Key Vault secrets read, the certificate parses.
+3. A Power BI token from Azure AD through the product's :class:`~token_broker.tokens.TokenService`.
+4. Power BI: every allowed workspace is visible, every allowed report resolves, and a dataset with
+   row-level security can get the effective identity embed tokens need.
+
+A stage runs only when the one before it passed; the stages left are listed as skipped. Everything goes
+through the product's own classes (:class:`~token_broker.broker.Broker`, ``platform_identity``,
+:class:`~token_broker.powerbi_client.PowerBIClient`), so the doctor meets exactly what the app meets, and
+each failure carries the product's own problem ``code`` and fix.
+
+Row-level security: a dataset that requires roles while ``EMBED_RLS_ROLES`` gives none is a *failure*,
+not a warning, because the broker then refuses every embed request for its reports
+(``embed_rls_roles_missing``); so is such a dataset under a ``CALLER_AUTH`` mode without usernames
+(``embed_identity_required``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from . import platform_identity
+from .doctor import FAIL, OK, SKIP, WARN, Check, failed
+from .errors import BrokerError, ConfigurationError, CredentialError, SettingProblem
+
+if TYPE_CHECKING:
+    from .broker import Broker
+    from .powerbi_client import PowerBIClient, ReportInfo
+    from .settings import Settings
+    from .tokens import AccessToken
+
+_STAGES = ("credential", "token", "powerbi")
+
+
+def unverified_claims(token: str) -> dict[str, Any]:
+    """A JWT's claims without verifying it (for display only); empty when the token is not a JWT."""
+    import jwt
+
+    try:
+        claims = jwt.decode(token, options={"verify_signature": False})
+    except jwt.PyJWTError:
+        return {}
+    return claims if isinstance(claims, dict) else {}
+
+
+def _setting_check(problem: SettingProblem) -> Check:
+    # The product's messages already name the setting and say what to do: they are the detail and the fix.
+    status = FAIL if problem.severity == "error" else WARN
+    return Check(f"setting:{problem.setting}", status, problem.message, problem.message,
+                 "configuration_invalid" if status == FAIL else None)
+
+
+def _vault_scope(uri: str) -> str:
+    """The scope Key Vault's challenge names for ``uri``: the vault host without its first label."""
+    parts = urlsplit(uri)
+    host = parts.hostname or ""
+    port = f":{parts.port}" if parts.port not in (None, 443) else ""
+    return f"https://{host.partition('.')[2] or host}{port}/.default"
+
+
+def _expiry(epoch: float) -> str:
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
+    return f"expires {stamp} (in {max(0, int(epoch - time.time())) // 60} min)"
+
+
+class Doctor:
+    """Runs the checks against one set of settings and collects the checklist."""
+
+    def __init__(self, environ: Mapping[str, str], *, user_token: str | None = None) -> None:
+        self.environ = environ
+        self.user_token = user_token
+        self.results: list[Check] = []
+        self._effective: Mapping[str, str] = environ  # with App Configuration's values, once loaded
+
+    def add(self, check: Check) -> None:
+        self.results.append(check)
+
+    def run(self) -> list[Check]:
+        broker = self._settings()
+        if broker is None:
+            return self._skip(_STAGES, "the settings are not valid")
+        if not self._credential(broker):
+            return self._skip(_STAGES[1:], "the credential check failed")
+        token = self._token(broker)
+        if token is None:
+            return self._skip(_STAGES[2:], "there is no Power BI token to call Power BI with")
+        self._powerbi(broker.settings, token)
+        return self.results
+
+    def _skip(self, stages: tuple[str, ...], reason: str) -> list[Check]:
+        for stage in stages:
+            self.add(Check(stage, SKIP, f"not checked: {reason}"))
+        return self.results
+
+    # -- 1. settings ------------------------------------------------------------------------------
+
+    def _settings(self) -> Broker | None:
+        environ = self.environ
+        if (environ.get("AZURE_APPCONFIG_ENDPOINT") or "").strip():
+            merged = self._app_configuration(environ)
+            if merged is None:
+                return None
+            environ = self._effective = merged
+        from .broker import Broker
+        from .settings import SETTING_NAMES
+
+        try:
+            broker = Broker.from_environ(environ)  # load_settings, then everything the app builds from them
+        except ConfigurationError as err:
+            for problem in err.problems:
+                self.add(_setting_check(problem))
+            return None
+        except BrokerError as err:
+            self.add(failed("settings", err))
+            return None
+        settings = broker.settings
+        configured = sum(1 for name in SETTING_NAMES if (environ.get(name) or "").strip())
+        embed = settings.embed
+        self.add(Check("settings", OK, (
+            f"{configured} settings set, all valid: grant {settings.grant_type}, credential {broker.credential.kind}, "
+            f"caller auth {settings.caller_auth or 'not set'}, cloud {settings.cloud.name}, embed tokens "
+            + (f"for {len(embed.allowed_workspaces)} workspace(s)" if embed.enabled else "off"))))
+        for problem in settings.warnings:
+            self.add(_setting_check(problem))
+        for problem in broker.problems():
+            self.add(Check(f"setting:{problem.setting}", FAIL, problem.message, problem.message + " Set it to jwt "
+                           "(recommended), easyauth, function_key or anonymous.", "caller_auth_not_configured"))
+        if settings.caller_auth == "anonymous":
+            self.add(Check("setting:CALLER_AUTH", WARN, "CALLER_AUTH=anonymous: anyone who can reach the function "
+                           "gets a Power BI token.", "Use CALLER_AUTH=jwt, or keep the function behind another "
+                           "gate (private network, API Management)."))
+        return broker
+
+    def _app_configuration(self, environ: Mapping[str, str]) -> Mapping[str, str] | None:
+        from .app_configuration import AppConfigurationSource, merged_settings
+
+        source = AppConfigurationSource(environ)
+        try:
+            merged = merged_settings(environ, source)
+        except BrokerError as err:
+            self.add(failed("app_configuration", err))
+            return None
+        label = (environ.get("AZURE_APPCONFIG_LABEL") or "").strip()
+        self.add(Check("app_configuration", OK, f"{len(source.values())} settings loaded from {source.endpoint}"
+                       + (f" (label {label} over unlabeled)" if label else "") + "; app settings win over them"))
+        return merged
+
+    # -- 2. the credential ------------------------------------------------------------------------
+
+    def _credential(self, broker: Broker) -> bool:
+        settings = broker.settings
+        config = settings.credentials
+        uris = [(name, uri) for name, uri in (("POWERBI_CLIENT_SECRET_URI", config.client_secret_uri),
+                                              ("POWERBI_CLIENT_CERTIFICATE_URI", config.certificate_uri),
+                                              ("POWERBI_PASSWORD_URI", config.password_uri)) if uri]
+        scopes = [_vault_scope(uri) for _, uri in uris]
+        if config.kind == "managed_identity":
+            scopes.append(settings.cloud.token_exchange_audience + "/.default")
+        for scope in dict.fromkeys(scopes):
+            if not self._identity(config.managed_identity_client_id, scope):
+                return False
+        return all(self._key_vault(broker, setting, uri) for setting, uri in uris)
+
+    def _identity(self, client_id: str | None, scope: str) -> bool:
+        who = platform_identity.describe(client_id)
+        try:
+            token = platform_identity.platform_credential(client_id).get_token(scope)
+        except BrokerError as err:
+            self.add(failed("identity", err))
+            return False
+        principal = unverified_claims(str(token.token)).get("oid")
+        self.add(Check("identity", OK, f"{who} got a token for {scope}"
+                       + (f" (principal id {principal})" if principal else "")))
+        return True
+
+    def _key_vault(self, broker: Broker, setting: str, uri: str) -> bool:
+        from .credentials import build_password_source
+
+        material: Any = None
+        try:
+            if setting == "POWERBI_PASSWORD_URI":
+                source = build_password_source(broker.settings)
+                assert source is not None  # a password URI is only accepted with the password grant
+                source.get()
+            else:
+                # The app's own credential object: it reads the vault (and parses a certificate) and keeps
+                # the value for the token request below, exactly as the first request in Azure would.
+                material = broker.credential.for_msal()
+        except CredentialError as err:
+            self.add(Check(f"key_vault:{setting}", OK, f"read {uri}"))
+            self.add(failed("certificate", err))
+            return False
+        except BrokerError as err:
+            self.add(failed(f"key_vault:{setting}", err))
+            return False
+        self.add(Check(f"key_vault:{setting}", OK, f"read {uri}"))
+        if setting == "POWERBI_CLIENT_CERTIFICATE_URI" and isinstance(material, dict):
+            chain = ", chain sent as x5c" if "public_certificate" in material else ""
+            self.add(Check("certificate", OK, "a certificate with its private key (thumbprint "
+                           f"{material.get('thumbprint', '?')}{chain})"))
+        return True
+
+    # -- 3. the token ------------------------------------------------------------------------------
+
+    def _token(self, broker: Broker) -> AccessToken | None:
+        grant_type = broker.settings.grant_type
+        if self.user_token is not None and grant_type != "on_behalf_of":
+            self.add(Check("user_token", WARN, f"--user-token is ignored: POWERBI_GRANT_TYPE={grant_type} does not "
+                           "exchange user tokens", "Leave out --user-token."))
+        try:
+            if grant_type == "client_credentials":
+                token = broker.tokens.service_principal_token()
+            elif grant_type == "password":
+                token = broker.tokens.master_user_token()
+            elif self.user_token is None:
+                self.add(Check("token", SKIP, "POWERBI_GRANT_TYPE=on_behalf_of exchanges a signed-in user's token, "
+                               "and the doctor has none. To test the exchange, pass --user-token - and paste an "
+                               f"access token a user got for api://{broker.settings.client_id}."))
+                return None
+            else:
+                token = broker.tokens.on_behalf_of_token(self.user_token)
+        except BrokerError as err:
+            self.add(failed("token", err))
+            return None
+        claims = unverified_claims(token.value)
+        shown = [f"{name}={claims[name]}" for name in ("aud", "appid", "azp", "tid", "oid", "upn", "scp")
+                 if claims.get(name) and not (name == "azp" and claims.get("appid"))]
+        roles = claims.get("roles")
+        shown.append("roles=" + (",".join(map(str, roles)) if isinstance(roles, list) and roles else "(none)"))
+        if not claims:
+            shown = ["not a JWT, so no claims to show"]
+        self.add(Check("token", OK, f"{grant_type} token: {' '.join(shown)}; {_expiry(token.expires_on)}"))
+        return token
+
+    # -- 4. Power BI -------------------------------------------------------------------------------
+
+    def _powerbi(self, settings: Settings, token: AccessToken) -> None:
+        embed = settings.embed
+        if not embed.enabled:
+            self.add(Check("powerbi", SKIP, "EMBED_ALLOWED_WORKSPACES is not set, so embed tokens are off and no "
+                           "Power BI content is checked."))
+            return
+        from .powerbi_client import PowerBIClient
+
+        client = PowerBIClient(settings.api_url, timeout=settings.http_timeout_seconds)
+        claims = unverified_claims(token.value)
+        who = (f" The principal is object id {claims.get('oid')} (app id {claims.get('appid') or claims.get('azp')})."
+               if claims.get("oid") else "")
+        visible: dict[str, str] = {}
+        for workspace_id in self._in_configured_order("EMBED_ALLOWED_WORKSPACES", embed.allowed_workspaces):
+            check = f"workspace:{workspace_id}"
+            try:
+                workspace = client.get_workspace(token.value, workspace_id)
+            except BrokerError as err:
+                self.add(failed(check, err, hint=who if err.code == "powerbi_not_authorized" else ""))
+                continue
+            visible[workspace_id] = workspace.name
+            if workspace.on_dedicated_capacity:
+                self.add(Check(check, OK, f"'{workspace.name}' is visible to the principal, on a dedicated capacity"))
+            else:
+                self.add(Check(check, WARN, f"'{workspace.name}' is on shared capacity", "Power BI issues only a "
+                               "limited number of embed tokens for development on shared capacity. Assign the "
+                               "workspace to an Embedded (A/EM) or Fabric (F) capacity.",
+                               "powerbi_embed_quota_exceeded"))
+        if embed.allowed_reports is None:
+            self.add(Check("reports", SKIP, "EMBED_ALLOWED_REPORTS is not set, so any report in the allowed "
+                           "workspaces may be embedded; list report ids there to have each one checked."))
+            return
+        hidden = sorted(embed.allowed_workspaces - set(visible))
+        checked_datasets: set[tuple[str, str]] = set()
+        for report_id in self._in_configured_order("EMBED_ALLOWED_REPORTS", embed.allowed_reports):
+            report = self._report(client, token.value, report_id, visible, hidden)
+            if report is not None and (report.dataset_workspace_id, report.dataset_id) not in checked_datasets:
+                checked_datasets.add((report.dataset_workspace_id, report.dataset_id))
+                self._dataset(client, token.value, report, settings)
+
+    def _in_configured_order(self, setting: str, ids: frozenset[str]) -> list[str]:
+        """The ids as the setting lists them, so the checklist reads like the configuration."""
+        listed = (item.strip().lower() for item in (self._effective.get(setting) or "").split(","))
+        return [item for item in dict.fromkeys(listed) if item in ids]
+
+    def _report(self, client: PowerBIClient, access: str, report_id: str, visible: Mapping[str, str],
+                hidden: list[str]) -> ReportInfo | None:
+        check = f"report:{report_id}"
+        not_found: BrokerError | None = None
+        for workspace_id, name in visible.items():
+            try:
+                report = client.get_report(access, workspace_id, report_id)
+            except BrokerError as err:
+                if err.code != "powerbi_not_found":
+                    self.add(failed(check, err))
+                    return None
+                not_found = err
+                continue
+            self.add(Check(check, OK, f"'{report.name}' in workspace '{name}', dataset {report.dataset_id}"))
+            return report
+        if hidden:
+            self.add(Check(check, SKIP, "not in the workspaces the principal can see; not checked in "
+                           f"{', '.join(hidden)} (see above)"))
+        elif not_found is not None:
+            searched = ", ".join(f"'{name}'" for name in visible.values())
+            self.add(failed(check, not_found, hint=f" It is in none of EMBED_ALLOWED_WORKSPACES ({searched}): correct "
+                            "the id in EMBED_ALLOWED_REPORTS, or add the report's workspace to "
+                            "EMBED_ALLOWED_WORKSPACES."))
+        return None
+
+    def _dataset(self, client: PowerBIClient, access: str, report: ReportInfo, settings: Settings) -> None:
+        check = f"dataset:{report.dataset_id}"
+        try:
+            dataset = client.get_dataset(access, report.dataset_workspace_id, report.dataset_id)
+        except BrokerError as err:
+            self.add(failed(check, err))
+            return
+        if not dataset.requires_identity:
+            self.add(Check(check, OK, f"no row-level security (report '{report.name}'): no effective identity "
+                           "needed"))
+            return
+        embed, callers = settings.embed, settings.callers
+        what = f"Dataset {dataset.id} (report '{report.name}') uses row-level security"
+        if callers.mode not in ("jwt", "easyauth"):
+            mode = f"CALLER_AUTH={callers.mode}" if callers.mode else "an unset CALLER_AUTH"
+            self.add(Check(check, FAIL, f"row-level security (report '{report.name}'), but {mode} gives no "
+                           "username", (
+                f"{what}: each embed token needs the signed-in caller's username (claim {callers.username_claim}), "
+                f"which {mode} does not provide, so every embed request for it is refused. "
+                "Use CALLER_AUTH=jwt (or easyauth)."), "embed_identity_required"))
+            return
+        mapped = "; ".join(f"{role}={','.join(roles)}" for role, roles in embed.role_map)
+        if dataset.requires_roles and not (embed.fixed_roles or embed.role_map):
+            self.add(Check(check, FAIL, f"row-level security with required roles (report '{report.name}'), but "
+                           "EMBED_RLS_ROLES gives none", (
+                f"{what} and requires roles; EMBED_RLS_ROLES gives none, so the broker refuses every embed request "
+                "for it. Set EMBED_RLS_ROLES to the dataset's roles: 'Role' for every caller, "
+                "or 'CallerAppRole=Role1,Role2' entries separated by ';'."), "embed_rls_roles_missing"))
+            return
+        roles = ", ".join(filter(None, (f"for everyone {','.join(embed.fixed_roles)}" if embed.fixed_roles else "",
+                                        f"by app role {mapped}" if mapped else ""))) or "none"
+        self.add(Check(check, OK, f"row-level security (report '{report.name}'): effective identity from the "
+                       f"caller's {callers.username_claim}, roles {roles}"))
