@@ -1,12 +1,14 @@
 """Offline emulator of the Microsoft Entra ID (Azure AD) v2 endpoints.
 
-Faithful enough for unmodified MSAL (``instance_discovery=False``): OIDC discovery, JWKS, user realm and
-the token endpoint (client credentials, password, refresh token, on-behalf-of) with client secrets or
-certificate assertions. Errors use Azure AD's JSON shape, AADSTS codes and HTTP statuses.
+Faithful enough for unmodified MSAL (``instance_discovery=False``) and MSAL.js (``knownAuthorities``): OIDC
+discovery, JWKS, user realm, the token endpoint (client credentials, password, refresh token, on-behalf-of,
+authorization code with PKCE) with client secrets or certificate assertions, and the browser sign-in.
+Errors use Azure AD's JSON shape, AADSTS codes and HTTP statuses.
 
 This module holds the HTTP endpoints; the layers under :class:`EntraEmulator` are the directory and
-error table (:mod:`devtools.entra_directory`), signing keys and token minting (:mod:`devtools.entra_tokens`)
-and the token endpoint's grants (:mod:`devtools.entra_grants`).
+error table (:mod:`devtools.entra_directory`), signing keys and token minting (:mod:`devtools.entra_tokens`),
+the token endpoint's grants (:mod:`devtools.entra_grants`) and the interactive sign-in
+(:mod:`devtools.entra_authorize`).
 """
 
 from __future__ import annotations
@@ -21,14 +23,14 @@ from typing import Any
 import jwt
 
 from devtools.emulator_server import Request, Response, route
+from devtools.entra_authorize import EntraAuthorize
 from devtools.entra_directory import AadError
-from devtools.entra_grants import EntraGrants
 from devtools.entra_tokens import AZURE_CLI_CLIENT_ID, InvalidAccessToken
 
 __all__ = ["AZURE_CLI_CLIENT_ID", "EntraEmulator", "InvalidAccessToken"]
 
 
-class EntraEmulator(EntraGrants):
+class EntraEmulator(EntraAuthorize):
     """Entra ID emulator holding an in-memory directory. Every public method is thread-safe.
 
     Knobs (plain attributes): ``access_token_lifetime`` (seconds, default 3600);
@@ -107,13 +109,14 @@ class EntraEmulator(EntraGrants):
     def _token_endpoint(self, request: Request) -> Response:
         form = request.form()
         try:
-            return Response.json(self._token(request.path_params["tenant"], form),
-                                 headers={"Cache-Control": "no-store, no-cache", "Pragma": "no-cache"})
+            answer = self._token(request.path_params["tenant"], form, origin=request.headers.get("origin"))
+            return Response.json(answer, headers={"Cache-Control": "no-store, no-cache", "Pragma": "no-cache"})
         except AadError as err:
             response = self._error(err, request)
         # Belt and braces: a credential the client sent is never echoed back, whatever the message says.
         body = response.body
-        for name in ("client_secret", "password", "client_assertion", "assertion", "refresh_token"):
+        for name in ("client_secret", "password", "client_assertion", "assertion", "refresh_token", "code",
+                     "code_verifier"):
             if len(form.get(name, "")) >= 4:
                 body = body.replace(json.dumps(form[name])[1:-1].encode(), b"***")
         return dataclasses.replace(response, body=body)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import secrets
 import threading
+import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -18,7 +19,8 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-__all__ = ["AadError", "App", "EntraDirectory", "FederatedCredential", "RefreshGrant", "Tenant", "User"]
+__all__ = ["AadError", "App", "AuthorizationCode", "EntraDirectory", "FederatedCredential", "RefreshGrant", "Tenant",
+           "User"]
 
 _NO_FIC = ("No matching federated identity record found for presented assertion {what} '{value}'. Please check your "
            "federated identity credential Subject, Audience and Issuer against the presented assertion. "
@@ -66,6 +68,26 @@ _ERRORS: dict[int, tuple[int, str, str, str | None]] = {
             "not allow token issuance.", None),
     50076: (400, "invalid_grant", "Due to a configuration change made by your administrator, or because you moved "
             "to a new location, you must use multi-factor authentication to access '{resource}'.", "basic_action"),
+    50011: (400, "invalid_request", "The redirect URI '{redirect_uri}' specified in the request does not match the "
+            "redirect URIs configured for the application '{client_id}'. Make sure the redirect URI sent in the "
+            "request matches one added to your application in the Azure portal.", None),
+    50058: (400, "login_required", "A silent sign-in request was sent but no user is signed in.", None),
+    54005: (400, "invalid_grant", "OAuth2 Authorization code was already redeemed, please retry with a new valid code "
+            "or use an existing refresh token.", None),
+    70008: (400, "invalid_grant", "The provided authorization code or refresh token has expired due to inactivity. "
+            "Send a new interactive authorization request for this user and resource.", None),
+    500112: (400, "invalid_grant", "The reply address does not match the reply address provided when requesting "
+             "Authorization code.", None),
+    501481: (400, "invalid_grant", "The Code_Verifier does not match the code_challenge supplied in the authorization "
+             "request.", None),
+    700025: (401, "invalid_client", "Client is public so neither 'client_assertion' nor 'client_secret' should be "
+             "presented.", None),
+    9002325: (400, "invalid_request", "Proof Key for Code Exchange is required for cross-origin authorization code "
+              "redemption.", None),
+    9002326: (400, "invalid_request", "Cross-origin token redemption is permitted only for the 'Single-Page "
+              "Application' client-type. Request origin: '{origin}'.", None),
+    9002327: (400, "invalid_request", "Tokens issued for the 'Single-Page Application' client-type may only be "
+              "redeemed via cross-origin requests.", None),
     65001: (400, "invalid_grant", "The user or administrator has not consented to use the application with ID "
             "'{client_id}' named '{app_name}'. Send an interactive authorization request for this user and "
             "resource.", "consent_required"),
@@ -99,6 +121,7 @@ class App:  # immutable: changes swap the whole object, so a handler always sees
     api_audience: str
     service_principal_id: str = field(default_factory=lambda: str(uuid.uuid4()))
     federated: tuple[FederatedCredential, ...] = ()
+    spa_redirect_uris: tuple[str, ...] = ()  # the "Single-page application" platform: a public PKCE client
 
 
 @dataclass(frozen=True)
@@ -118,6 +141,20 @@ class Tenant:
     domain: str
     apps: dict[str, App] = field(default_factory=dict)
     users: dict[str, User] = field(default_factory=dict)  # by lower-case username
+
+
+@dataclass(frozen=True)
+class AuthorizationCode:
+    """What an authorization code stands for, checked when it is redeemed (once, within ``expires_at``)."""
+
+    tenant_id: str
+    client_id: str
+    redirect_uri: str
+    oid: str
+    scope: str
+    code_challenge: str
+    nonce: str | None
+    expires_at: float
 
 
 @dataclass(frozen=True)
@@ -144,6 +181,7 @@ class EntraDirectory:
         self._tenants: dict[str, Tenant] = {}
         self._domains: dict[str, str] = {}  # lower-case domain -> tenant id
         self._refresh: dict[str, RefreshGrant] = {}
+        self._codes: dict[str, AuthorizationCode | None] = {}  # None: already redeemed (AADSTS54005)
 
     def add_tenant(self, tenant_id: str | None = None, *, domain: str = "contoso.com") -> str:
         """Create a tenant (id defaults to a uuid4) reachable by id or ``domain``; returns the id."""
@@ -158,17 +196,19 @@ class EntraDirectory:
     def register_app(self, tenant_id: str, client_id: str | None = None, *, secret: str | None = None,
                      secret_expired: bool = False, roles: Sequence[str] = (), consent_granted: bool = True,
                      certificate_pem: bytes | None = None, api_audience: str | None = None,
-                     name: str | None = None) -> str:
+                     name: str | None = None, spa_redirect_uris: Sequence[str] = ()) -> str:
         """Register an app and its service principal in a tenant; returns the client id (default uuid4).
 
         ``roles`` become the ``roles`` claim of its app-only tokens; ``api_audience`` (default
         ``api://{client_id}``) is, besides the client id, an accepted ``aud`` of OBO assertions.
+        ``spa_redirect_uris`` (the "Single-page application" platform) let browsers sign users in with the
+        authorization code flow and PKCE, redeeming codes cross-origin without a client secret.
         """
         cid = client_id or str(uuid.uuid4())
         certs = (x509.load_pem_x509_certificate(certificate_pem).public_bytes(serialization.Encoding.DER),
                  ) if certificate_pem else ()
         app = App(cid, name or f"app-{cid[:8]}", ((secret, secret_expired),) if secret else (), tuple(roles),
-                  consent_granted, certs, api_audience or f"api://{cid}")
+                  consent_granted, certs, api_audience or f"api://{cid}", spa_redirect_uris=tuple(spa_redirect_uris))
         with self._dir_lock:
             self._tenant(tenant_id).apps[cid] = app
         return cid
@@ -261,6 +301,32 @@ class EntraDirectory:
             if len(self._refresh) > self.max_refresh_tokens:  # long benchmark runs: forget the oldest
                 del self._refresh[next(iter(self._refresh))]
         return token
+
+    def _issue_authorization_code(self, code: AuthorizationCode) -> str:
+        value = "1.A" + secrets.token_urlsafe(48)
+        with self._dir_lock:
+            self._codes[value] = code
+            if len(self._codes) > self.max_refresh_tokens:
+                del self._codes[next(iter(self._codes))]
+        return value
+
+    def _redeem_authorization_code(self, value: str) -> AuthorizationCode:
+        """The code's grant, marking it redeemed; AADSTS70000 unknown, 54005 redeemed before, 70008 expired."""
+        with self._dir_lock:
+            if value not in self._codes:
+                raise AadError(70000)
+            code = self._codes[value]
+            self._codes[value] = None
+        if code is None:
+            raise AadError(54005)
+        if code.expires_at < time.time():
+            raise AadError(70008)
+        return code
+
+    def spa_redirect_uris(self) -> set[str]:
+        """Every registered single-page-app redirect URI, of any tenant."""
+        with self._dir_lock:
+            return {u for t in self._tenants.values() for a in t.apps.values() for u in a.spa_redirect_uris}
 
     def _refresh_grant(self, token: str) -> RefreshGrant | None:
         with self._dir_lock:

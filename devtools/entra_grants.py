@@ -2,7 +2,9 @@
 
 :class:`EntraGrants` validates a token request -- tenant, grant type, client and its credential (client
 secret, certificate assertion or federated assertion) -- and runs the grant: client credentials, password
-(ROPC), refresh token or on-behalf-of. Failures raise :class:`~devtools.entra_directory.AadError` with Azure AD's codes.
+(ROPC), refresh token, on-behalf-of or authorization code (PKCE, for single-page apps that redeem codes
+cross-origin without a secret, see :mod:`devtools.entra_authorize`). Failures raise
+:class:`~devtools.entra_directory.AadError` with Azure AD's codes.
 """
 
 from __future__ import annotations
@@ -10,19 +12,22 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import time
 from typing import Any
 
 import jwt
 from cryptography import x509
 
-from devtools.entra_directory import AadError, App, Tenant
+from devtools.entra_directory import AadError, App, AuthorizationCode, Tenant
 from devtools.entra_tokens import EntraTokenIssuer, InvalidAccessToken, scope_resource, thumbprint
 
 __all__ = ["EntraGrants"]
 
 JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 CLIENT_ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
-GRANTS = frozenset({"client_credentials", "password", "refresh_token", JWT_BEARER})
+GRANTS = frozenset({"client_credentials", "password", "refresh_token", "authorization_code", JWT_BEARER})
+PUBLIC_CLIENT_GRANTS = frozenset({"authorization_code", "refresh_token"})  # what a single-page app may redeem
+AUTHORIZATION_CODE_LIFETIME = 600  # seconds; Azure AD's codes are short-lived too
 
 
 class EntraGrants(EntraTokenIssuer):
@@ -33,7 +38,8 @@ class EntraGrants(EntraTokenIssuer):
 
     clock_skew: int = 300
 
-    def _token(self, tenant_name: str, form: dict[str, str]) -> dict[str, Any]:
+    def _token(self, tenant_name: str, form: dict[str, str], *, origin: str | None = None) -> dict[str, Any]:
+        """``origin``: the request's ``Origin`` header, which browsers send on cross-origin calls."""
         tenant = self._find_tenant(tenant_name)
         if tenant is None:
             raise AadError(90002, tenant=tenant_name)
@@ -47,7 +53,9 @@ class EntraGrants(EntraTokenIssuer):
         app = tenant.apps.get(client_id)
         if app is None:
             raise AadError(700016, client_id=client_id, domain=tenant.domain)
-        acr = self._authenticate_client(tenant, app, form)
+        acr = self._authenticate_client(tenant, app, form, origin)
+        if grant == "authorization_code":
+            return self._redeem_code(tenant, app, form, acr)
         if grant == "client_credentials":
             return self._client_credentials(tenant, app, form, acr)
         if grant == "password":
@@ -64,8 +72,20 @@ class EntraGrants(EntraTokenIssuer):
             return self._redeem_refresh_token(tenant, app, form, acr)
         return self._on_behalf_of(tenant, app, form, acr)
 
-    def _authenticate_client(self, tenant: Tenant, app: App, form: dict[str, str]) -> str:
-        """Check the client credential; returns ``appidacr``: "1" for a secret, "2" for a certificate."""
+    def _authenticate_client(self, tenant: Tenant, app: App, form: dict[str, str], origin: str | None) -> str:
+        """Check the client credential; returns ``appidacr``: "0" public, "1" secret, "2" certificate."""
+        presented = bool(form.get("client_assertion") or form.get("client_secret"))
+        public = bool(app.spa_redirect_uris) and form.get("grant_type") in PUBLIC_CLIENT_GRANTS
+        # Like Azure AD: only the single-page-app platform redeems cross-origin, always as a public client, and its
+        # codes and refresh tokens are bound to the browser (a server redeeming them is refused).
+        if origin is not None:
+            if not public:
+                raise AadError(9002326, origin=origin)
+            if presented:
+                raise AadError(700025)
+            return "0"
+        if public and not presented:
+            raise AadError(9002327)
         if form.get("client_assertion"):
             self._check_client_assertion(tenant, app, form)
             return "2"
@@ -156,6 +176,39 @@ class EntraGrants(EntraTokenIssuer):
         claims = self._claims(tenant, app.client_id, resource, None, roles=app.roles, acr=acr,
                               sp_id=app.service_principal_id)
         return self._token_response(scope, self._sign(claims))
+
+    def _authorization_code(self, tenant: Tenant, app: App, redirect_uri: str, oid: str, scope: str,
+                            code_challenge: str, nonce: str | None) -> str:
+        """A one-time code for a user who signed in interactively (the authorize endpoint's answer)."""
+        return self._issue_authorization_code(AuthorizationCode(
+            tenant.tenant_id, app.client_id, redirect_uri, oid, scope, code_challenge, nonce,
+            time.time() + AUTHORIZATION_CODE_LIFETIME))
+
+    def _redeem_code(self, tenant: Tenant, app: App, form: dict[str, str], acr: str) -> dict[str, Any]:
+        for required in ("code", "redirect_uri"):
+            if not form.get(required):
+                raise AadError(900144, name=required)
+        code = self._redeem_authorization_code(form["code"])
+        if (code.tenant_id, code.client_id) != (tenant.tenant_id, app.client_id):
+            raise AadError(70000)  # issued to another client or tenant
+        if form["redirect_uri"] != code.redirect_uri:
+            raise AadError(500112)
+        if not form.get("code_verifier"):
+            raise AadError(900144, name="code_verifier")
+        digest = base64.urlsafe_b64encode(hashlib.sha256(form["code_verifier"].encode()).digest()).rstrip(b"=")
+        if not hmac.compare_digest(digest, code.code_challenge.encode()):
+            raise AadError(501481)
+        user = self._user_by_oid(tenant, code.oid)
+        if user is None:
+            raise AadError(50034, tenant=tenant.tenant_id)
+        # An interactive sign-in is where a user completes MFA, so users who need it have done it.
+        result = self._user_tokens(tenant, app, user, {**form, "scope": form.get("scope") or code.scope}, acr,
+                                   mfa_done=user.mfa_required)
+        if code.nonce and "id_token" in result:
+            # The ID token must echo the sign-in request's nonce (clients reject it otherwise): mint it again with it.
+            claims = jwt.decode(result["id_token"], options={"verify_signature": False})
+            result["id_token"] = self._sign({**claims, "nonce": code.nonce})
+        return result
 
     def _redeem_refresh_token(self, tenant: Tenant, app: App, form: dict[str, str], acr: str) -> dict[str, Any]:
         if not form.get("refresh_token"):

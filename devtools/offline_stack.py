@@ -1,28 +1,43 @@
-"""The offline stack: the Entra ID emulator plus the function app served on localhost.
+"""The offline stack: the Entra ID and Power BI emulators plus the function app served on localhost.
 
 ``python -m devtools`` (what ``scripts/offline-stack.sh`` runs) starts it in the foreground. Tests
 and benchmarks use :class:`OfflineStack` as a context manager on ephemeral ports. The function app
 runs in this process, dispatched through its own ``app.get_functions()`` index, with app settings
-that point at the emulator and a throwaway CA trusted through ``REQUESTS_CA_BUNDLE``.
+that point at the emulators and a throwaway CA trusted through ``REQUESTS_CA_BUNDLE``.
+
+The Power BI emulator holds a demo workspace (shared capacity, the app's service principal a member)
+with one report, which the embed settings allow. The dev server also serves ``samples/`` under
+``/samples/``: the sample single-page app (``/samples/spa/``) signs users in against the Entra ID
+emulator, whose directory registers it as a single-page-app client with the dev server's redirect URIs.
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
+import hashlib
 import importlib
 import logging
 import os
 import secrets
+import socket
+import ssl
 import sys
 from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Self
+from urllib.parse import urlencode
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
 from .devserver import DevServer
+from .emulator_server import EmulatorServer
 from .entra import EntraEmulator
 from .functions_host import FunctionsHost, route_prefix_from_host_json
 from .local_settings import load_local_settings
+from .powerbi import PowerBIEmulator
 from .tls import DevCertificateAuthority
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -30,14 +45,26 @@ ROOT = Path(__file__).resolve().parents[1]
 # Fixed, recognisable ids so that a developer can keep the same settings across restarts.
 TENANT_ID = "0ff1ce00-0000-4000-8000-00000000d0c5"
 CLIENT_ID = "0ff1ce00-0000-4000-8000-0000000b40c3"
+SPA_CLIENT_ID = "0ff1ce00-0000-4000-8000-0000000005aa"  # the sample single-page app's registration
 MASTER_USER = "pbi-master@contoso.com"
-DEMO_USER = "alice@contoso.com"
+DEMO_USER = "alice@contoso.com"  # has the app role the jwt mode requires
+NO_ROLE_USER = "bob@contoso.com"  # signs in, but lacks the role: 403
+VIEWER_ROLE = "Report.Viewer"
+WORKSPACE_ID = "0ff1ce00-0000-4000-8000-00000000da7a"
+DATASET_ID = "0ff1ce00-0000-4000-8000-000000da7a5e"
+REPORT_ID = "0ff1ce00-0000-4000-8000-0000000e4b3d"
+SPA_PATH = "/samples/spa/"
 
 log = logging.getLogger(__name__)
 
 
 class OfflineStack:
-    """Emulator + function app + dev server, configured for one grant type."""
+    """Emulators + function app + dev server, configured for one grant type.
+
+    ``token_lifetime`` is the lifetime of every Azure AD token the Entra ID emulator issues; embed tokens
+    never outlive the Azure AD token that created them, so a short one exercises embed token refresh.
+    ``static_dir`` (default ``samples/``) is served under ``/samples/``.
+    """
 
     def __init__(
         self,
@@ -53,6 +80,7 @@ class OfflineStack:
     ) -> None:
         self.ca = DevCertificateAuthority()
         self.entra = EntraEmulator(ca=self.ca)
+        self.powerbi = PowerBIEmulator(ca=self.ca, entra=self.entra)
         self._client_secret = secrets.token_urlsafe(24)
         self._user_password = secrets.token_urlsafe(12)
         self._port = port
@@ -62,7 +90,7 @@ class OfflineStack:
         self._latency = latency
         self._extra = dict(extra_settings or {})
         self._cors_origins = cors_origins
-        self._static_dir = static_dir
+        self._static_dir = static_dir if static_dir is not None else ROOT / "samples"
         self.server: DevServer | None = None
         self._saved_environ: dict[str, str | None] = {}
 
@@ -81,9 +109,13 @@ class OfflineStack:
             "POWERBI_GRANT_TYPE": self._grant_type,
             "POWERBI_AUTHORITY_HOST": self.entra.base_url,
             "CALLER_AUTH": self._caller_auth,
+            "POWERBI_API_URL": self.powerbi.api_url,
+            "POWERBI_WORKSPACE_ID": WORKSPACE_ID,
+            "EMBED_ALLOWED_WORKSPACES": WORKSPACE_ID,
         }
-        if self._caller_auth == "jwt":
-            values |= {"CALLER_JWT_ISSUER": self.entra.issuer(TENANT_ID), "CALLER_JWT_AUDIENCE": f"api://{CLIENT_ID}"}
+        if self._caller_auth == "jwt":  # the README's recommended setup for a single-page app
+            values |= {"CALLER_JWT_ISSUER": self.entra.issuer(TENANT_ID), "CALLER_JWT_AUDIENCE": f"api://{CLIENT_ID}",
+                       "CALLER_REQUIRED_ROLES": VIEWER_ROLE}
         if self._grant_type == "password":
             values |= {"POWERBI_USERNAME": MASTER_USER, "POWERBI_PASSWORD": self._user_password}
         return values | self._extra
@@ -95,8 +127,22 @@ class OfflineStack:
             scopes="access_as_user", lifetime=lifetime,
         )
 
+    def spa_url(self, **options: str) -> str:
+        """The sample SPA's address, configured for this stack through its query string (``options`` override)."""
+        config = {"authority": f"{self.entra.base_url}/{TENANT_ID}", "clientId": SPA_CLIENT_ID,
+                  "scope": f"api://{CLIENT_ID}/access_as_user", "reportId": REPORT_ID, "workspaceId": WORKSPACE_ID,
+                  "powerbiApiUrl": self.powerbi.api_url, **options}
+        return f"{self.url}{SPA_PATH}?{urlencode(config)}"
+
+    def browser_spki_hashes(self) -> list[str]:
+        """SPKI hashes of the emulators' certificates, for ``chromium --ignore-certificate-errors-spki-list``.
+
+        A browser does not read ``REQUESTS_CA_BUNDLE``; this flag makes Chromium accept exactly these keys.
+        """
+        return [_spki_sha256(emulator) for emulator in (self.entra, self.powerbi)]
+
     def start(self) -> Self:
-        """Start the emulator, configure the environment, import the app and serve it."""
+        """Start the emulators, configure the environment, import the app and serve it."""
         self.entra.start()
         self.entra.access_token_lifetime = self._token_lifetime
         self.entra.latency = self._latency
@@ -104,7 +150,14 @@ class OfflineStack:
         self.entra.register_app(TENANT_ID, CLIENT_ID, secret=self._client_secret, roles=["Tenant.Read.All"],
                                 name="Power BI token broker (offline)")
         self.entra.add_user(TENANT_ID, MASTER_USER, self._user_password, name="Power BI master user")
-        self.entra.add_user(TENANT_ID, DEMO_USER, self._user_password, roles=["Report.Viewer"], name="Alice")
+        self.entra.add_user(TENANT_ID, DEMO_USER, self._user_password, roles=[VIEWER_ROLE], name="Alice")
+        self.entra.add_user(TENANT_ID, NO_ROLE_USER, self._user_password, name="Bob")
+        self.powerbi.start()
+        self.powerbi.latency = self._latency
+        members = {self.entra.service_principal_id(TENANT_ID, CLIENT_ID)}
+        self.powerbi.add_workspace(WORKSPACE_ID, name="Demo", members=members, capacity="shared")
+        self.powerbi.add_dataset(WORKSPACE_ID, DATASET_ID, name="Sales")
+        self.powerbi.add_report(WORKSPACE_ID, REPORT_ID, name="Sales overview", dataset_id=DATASET_ID)
         self._apply_environ({**self.settings(), "REQUESTS_CA_BUNDLE": self.ca.ca_bundle_path})
         from token_broker import broker
 
@@ -115,7 +168,12 @@ class OfflineStack:
         host = FunctionsHost(app, route_prefix=route_prefix_from_host_json(ROOT / "host.json"),
                              base_url=f"http://localhost:{self._port}")
         self.server = DevServer(host, port=self._port, cors_origins=self._cors_origins,
-                                static_dir=self._static_dir)
+                                static_dir=self._static_dir, static_prefix="/samples/")
+        # The SPA is served by the dev server itself, so it calls the broker same-origin; only the Entra ID
+        # emulator is cross-origin, and it allows the origins of registered single-page-app redirect URIs.
+        port = self.server.url.rpartition(":")[2]
+        self.entra.register_app(TENANT_ID, SPA_CLIENT_ID, name="Power BI sample SPA (offline)", spa_redirect_uris=[
+            f"http://{host_name}:{port}{SPA_PATH}" for host_name in ("127.0.0.1", "localhost")])
         self.server.start()
         return self
 
@@ -123,6 +181,7 @@ class OfflineStack:
         """Stop serving and restore the environment."""
         if self.server is not None:
             self.server.stop()
+        self.powerbi.stop()
         self.entra.stop()
         for name, value in self._saved_environ.items():
             if value is None:
@@ -146,7 +205,12 @@ class OfflineStack:
     def banner(self) -> str:
         """What to print at start: where things are and how to try them (secrets masked)."""
         lines = [
-            f"Offline stack: function app on {self.url} (Entra ID emulator on {self.entra.base_url})",
+            f"Offline stack: function app on {self.url} (Entra ID emulator on {self.entra.base_url}, "
+            f"Power BI emulator on {self.powerbi.base_url})",
+            f"Sample SPA: {self.spa_url()}",
+            "  (sign-in needs CALLER_AUTH=jwt: --caller-auth jwt; the browser must accept the emulators' throwaway "
+            "certificates, e.g. chromium --user-data-dir=$(mktemp -d) "
+            f"--ignore-certificate-errors-spki-list={','.join(self.browser_spki_hashes())})",
             "App settings:",
         ]
         for name, value in sorted(self.settings().items()):
@@ -174,7 +238,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--grant-type", default="client_credentials",
                         choices=("client_credentials", "password", "on_behalf_of"))
     parser.add_argument("--caller-auth", default="anonymous", help="CALLER_AUTH for the function app")
-    parser.add_argument("--token-lifetime", type=int, default=3600, help="emulator token lifetime, seconds")
+    parser.add_argument("--token-lifetime", type=int, default=3600,
+                        help="lifetime of Azure AD tokens, seconds (embed tokens never outlive them)")
     parser.add_argument("--latency", type=float, default=0.0, help="emulator latency per request, seconds")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -192,3 +257,16 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         stack.stop()
     return 0
+
+
+def _spki_sha256(emulator: EmulatorServer) -> str:
+    """Base64 SHA-256 of the public key an emulator serves (what Chromium's SPKI allow-list holds)."""
+    context = ssl.create_default_context()
+    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE  # reading the certificate, not trusting it
+    with socket.create_connection((emulator.host, emulator.port), timeout=5) as raw, \
+            context.wrap_socket(raw) as tls:
+        der = tls.getpeercert(binary_form=True)
+    assert der is not None
+    spki = x509.load_der_x509_certificate(der).public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return base64.b64encode(hashlib.sha256(spki).digest()).decode()
