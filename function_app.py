@@ -36,3 +36,9 @@ def report_embed(req: func.HttpRequest) -> func.HttpResponse:
 def health(req: func.HttpRequest) -> func.HttpResponse:
     """Report whether the configuration is valid, naming every problem."""
     return handlers.health(req)
+
+
+@app.route(route="openapi.json", methods=handlers.ALL_METHODS)
+def openapi(req: func.HttpRequest) -> func.HttpResponse:
+    """Serve the OpenAPI 3.1 description of these endpoints."""
+    return handlers.openapi(req)

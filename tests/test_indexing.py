@@ -5,11 +5,14 @@ from __future__ import annotations
 import importlib
 import inspect
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import azure.functions as func
+
+from tests.conftest import Env
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -34,7 +37,7 @@ def test_functions_bindings_and_parameter_names_as_the_worker_reads_them() -> No
     )
     result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, check=True)
     functions = {f["name"]: f for f in json.loads(result.stdout)}
-    assert set(functions) == {"token", "embed_token", "report_embed", "health"}
+    assert set(functions) == {"token", "embed_token", "report_embed", "health", "openapi"}
     for function in functions.values():
         trigger = next(b for b in function["bindings"] if b["type"] == "httpTrigger")
         output = next(b for b in function["bindings"] if b["type"] == "http")
@@ -61,9 +64,24 @@ def test_function_app_is_thin() -> None:
 def test_importing_the_app_does_not_load_msal_or_heavy_sdks() -> None:
     script = (
         "import sys, function_app\n"
-        "heavy = [m for m in ('msal', 'azure.identity', 'azure.keyvault.secrets', 'azure.appconfiguration')\n"
+        "heavy = [m for m in ('msal', 'jwt', 'azure.identity', 'azure.keyvault.secrets', 'azure.appconfiguration')\n"
         "         if m in sys.modules]\n"
         "print(','.join(heavy))\n"
     )
     result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, check=True)
     assert result.stdout.strip() == ""
+
+
+def test_a_plain_secret_never_loads_azure_identity_key_vault_or_app_configuration(env: Env) -> None:
+    """Cold start: with a plain secret, serving a token loads msal but none of the optional Azure SDKs."""
+    script = (
+        "import sys, function_app\n"
+        "from devtools.functions_host import FunctionsHost\n"
+        "status = FunctionsHost(function_app.app).invoke('GET', '/api/token').status\n"
+        "heavy = [m for m in ('azure.identity', 'azure.keyvault.secrets', 'azure.appconfiguration',\n"
+        "                     'azure.appconfiguration.provider') if m in sys.modules]\n"
+        "print(status, 'msal' in sys.modules, ','.join(heavy))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, check=True,
+                            env=dict(os.environ), timeout=60)
+    assert result.stdout.split() == ["200", "True"]

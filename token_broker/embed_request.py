@@ -98,6 +98,8 @@ def parse_embed_request(body: dict[str, Any], *, default_workspace_id: str | Non
         raise _bad("datasets need a workspace: add workspaceId (or set POWERBI_WORKSPACE_ID).",
                    code="workspace_required")
     lifetime = body.get("lifetimeMinutes")
+    if isinstance(lifetime, float) and lifetime.is_integer():
+        lifetime = int(lifetime)  # JSON has one number type: 30.0 is the integer 30
     if lifetime is not None and (isinstance(lifetime, bool) or not isinstance(lifetime, int)
                                  or not 1 <= lifetime <= MAX_LIFETIME_MINUTES):
         raise _bad(f"lifetimeMinutes must be a whole number from 1 to {MAX_LIFETIME_MINUTES}.")

@@ -19,6 +19,7 @@ from .embed import EmbedResult
 from .embed_request import BODY_FIELDS, guid, parse_embed_request, single_report_request
 from .errors import BrokerError, ConfigurationError, InternalError, MethodNotAllowedError
 from .http import json_response, problem_response, read_json_object, request_id_for
+from .openapi import document as openapi_description
 from .redaction import request_id_var
 
 log = logging.getLogger(__name__)
@@ -124,6 +125,10 @@ def _health(req: func.HttpRequest, request_id: str) -> func.HttpResponse:  # noq
     return json_response(broker.health(), request_id=request_id)
 
 
+def _openapi(req: func.HttpRequest, request_id: str) -> func.HttpResponse:  # noqa: ARG001 - handler signature
+    return json_response(openapi_description(), request_id=request_id)
+
+
 def token_auth_level() -> func.AuthLevel:
     """FUNCTION when ``CALLER_AUTH=function_key`` (the host checks the key), else ANONYMOUS.
 
@@ -167,3 +172,8 @@ def report_embed(req: func.HttpRequest) -> func.HttpResponse:
 def health(req: func.HttpRequest) -> func.HttpResponse:
     """``GET /api/health``: 200 when the configuration is valid, else 503 listing every problem."""
     return _guarded(("GET",), _health, req)
+
+
+def openapi(req: func.HttpRequest) -> func.HttpResponse:
+    """``GET /api/openapi.json``: the OpenAPI 3.1 description of these endpoints (always anonymous)."""
+    return _guarded(("GET",), _openapi, req)

@@ -90,8 +90,8 @@ def read_json_object(req: func.HttpRequest, *, allowed_fields: Collection[str]) 
             f"The request body is {len(body)} bytes; the limit is {MAX_BODY_BYTES}.",
             code="body_too_large", status=413, title="Request body too large",
         )
-    if not body.strip():
-        return {}
+    if not body:
+        return {}  # only a truly empty body means "no fields"; whitespace is malformed JSON
     content_type = (req.headers.get("content-type") or "").split(";")[0].strip().lower()
     if content_type != "application/json":
         raise RequestError(
@@ -107,6 +107,9 @@ def read_json_object(req: func.HttpRequest, *, allowed_fields: Collection[str]) 
             f"The request body is not valid JSON: {err.msg} at line {err.lineno}, column {err.colno}.",
             code="malformed_json",
         ) from err
+    except RecursionError as err:  # the decoder recurses per nesting level: 64 KiB of "[" is enough
+        raise RequestError("The request body is nested too deeply to be a valid request.",
+                           code="malformed_json") from err
     if not isinstance(data, dict):
         raise RequestError("The request body must be a JSON object.", code="malformed_json")
     unknown = sorted(set(data) - set(allowed_fields))
