@@ -1,8 +1,8 @@
 """``python -m benchmarks [--quick] [--json PATH] [--only SUITE]``: run the suites, print one table.
 
-A suite is a module with ``run(ctx: RunContext) -> list[Figure]``; add later figures (embed tokens,
-cold start, memory, HTTP load) by writing such a module and listing it in :data:`SUITES`. Timings are
-reported, never asserted: the exit status is 0 unless a run fails (or ``--fail-on-miss`` is given
+A suite is a module with ``run(ctx: RunContext) -> list[Figure]``; add a figure by writing such a
+module and listing it in :data:`SUITES`. Suites may also leave notes (``ctx.note``), printed after
+the table. Timings are reported, never asserted: the exit status is 0 unless a run fails (or ``--fail-on-miss`` is given
 and a target is missed), because CI machines differ too much for timing gates.
 """
 
@@ -18,21 +18,26 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
-from . import stampede, token_endpoint
+from . import cold_start, embed_tokens, http_load, memory, stampede, token_endpoint
 from .machine import describe_machine
-from .report import Figure, render_table, report_json
+from .report import Figure, render_notes, render_table, report_json
 from .stack import EMULATOR_LATENCY_SECONDS, FULL, QUICK, RunContext
 
 #: Every suite, in the order it runs and appears in the table.
 SUITES: dict[str, Callable[[RunContext], list[Figure]]] = {
     "token_endpoint": token_endpoint.run,
     "stampede": stampede.run,
+    "cold_start": cold_start.run,
+    "embed_tokens": embed_tokens.run,
+    "http_load": http_load.run,
+    "memory": memory.run,
 }
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="CI size: fewer iterations (well under a minute)")
+    parser.add_argument("--quick", action="store_true",
+                        help="CI size: fewer iterations and smaller counts (about a minute)")
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write the results as JSON to PATH")
     parser.add_argument("--only", action="append", choices=sorted(SUITES), metavar="SUITE",
                         help=f"run only this suite (repeatable): {', '.join(SUITES)}")
@@ -73,16 +78,21 @@ def main(argv: list[str] | None = None) -> int:
         f"Power BI token broker benchmarks: {profile.name} mode, {started_at:%Y-%m-%d %H:%M} UTC, "
         f"{duration:.1f} s",
         f"Machine: {machine.describe()}",
-        f"Setup: client_credentials, CALLER_AUTH=anonymous, Entra ID emulator over HTTPS on loopback with "
-        f"{EMULATOR_LATENCY_SECONDS * 1000:.0f} ms latency per request; {profile.runs} runs per figure "
-        f"(median and min–max over runs)",
+        f"Setup: client_credentials, CALLER_AUTH=anonymous unless a figure says otherwise; Entra ID and Power BI "
+        f"emulators over HTTPS on loopback with {EMULATOR_LATENCY_SECONDS * 1000:.0f} ms latency per request "
+        f"(memory: none); median and min–max over {profile.runs} runs per figure ({profile.cold_runs} cold "
+        f"starts, {profile.embed_runs} embed runs, {profile.load_runs} wrk runs, one process per memory "
+        f"configuration)",
     ]
     print(render_table(figures, header=header))
+    if ctx.notes:
+        print()
+        print(render_notes(ctx.notes))
     if args.json is not None:
         settings = {**dataclasses.asdict(profile), "emulator_latency_seconds": EMULATOR_LATENCY_SECONDS,
                     "suites": selected, "started_at": started_at.isoformat()}
         document = report_json(figures, machine=machine, mode=profile.name, duration_seconds=duration,
-                               settings=settings)
+                               settings=settings, notes=ctx.notes)
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(document, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     missed = [f.name for f in figures if f.met is False]

@@ -25,13 +25,17 @@ class Machine:
     msal: str
     azure_functions: str
     platform: str
+    #: 1, 5 and 15 minute load averages when the run started: other work on the machine skews timings.
+    load_average: tuple[float, float, float] | None = None
 
     def describe(self) -> str:
         """One line for the table header."""
         usable = "" if self.usable_cores == self.cores else f" ({self.usable_cores} usable)"
+        load = "" if self.load_average is None else (
+            "; load average at start " + " ".join(f"{value:.2f}" for value in self.load_average))
         return (
             f"{self.cpu_model}, {self.cores} cores{usable}; Python {self.python}; msal {self.msal}; "
-            f"azure-functions {self.azure_functions}; {self.platform}"
+            f"azure-functions {self.azure_functions}; {self.platform}{load}"
         )
 
     def as_dict(self) -> dict[str, Any]:
@@ -75,4 +79,5 @@ def describe_machine() -> Machine:
         msal=_version("msal"),
         azure_functions=_version("azure-functions"),
         platform=platform.platform(),
+        load_average=os.getloadavg() if hasattr(os, "getloadavg") else None,
     )

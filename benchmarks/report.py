@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -61,11 +61,13 @@ class Figure:
     lower_is_better: bool = True
     target: Target | None = None
     min_ratio: float | None = None  # the baseline must be beaten by at least this factor
+    #: The figure may be at most this many times the baseline (an overhead budget over a floor, e.g. 1.15).
+    max_times_baseline: float | None = None
 
     def __post_init__(self) -> None:
         if not self.runs:
             raise ValueError(f"{self.name}: no runs")
-        if self.min_ratio is not None and not self.baseline:
+        if (self.min_ratio is not None or self.max_times_baseline is not None) and not self.baseline:
             raise ValueError(f"{self.name}: a ratio target needs a baseline")
 
     @property
@@ -96,13 +98,26 @@ class Figure:
         if self.min_ratio is not None:
             ratio = self.ratio
             checks.append(ratio is not None and ratio >= self.min_ratio)
+        if self.max_times_baseline is not None:
+            times = self.times_baseline
+            checks.append(times is not None and times <= self.max_times_baseline)
         return all(checks) if checks else None
+
+    @property
+    def times_baseline(self) -> float | None:
+        """The median divided by the baseline's median (1.1 means 10 % above the baseline)."""
+        base = self.baseline_median
+        if base is None:
+            return None
+        return self.median / base if base else math.inf
 
     def target_text(self) -> str:
         """Both targets as one cell: the value target, then the minimum ratio to the baseline."""
         parts = [self.target.describe()] if self.target is not None else []
         if self.min_ratio is not None:
             parts.append(f"≥ {format_value(self.min_ratio)}×")
+        if self.max_times_baseline is not None:
+            parts.append(f"≤ {format_value(self.max_times_baseline)}× baseline")
         return ", ".join(parts) or "-"
 
     def as_dict(self) -> dict[str, Any]:
@@ -123,11 +138,16 @@ class Figure:
                 "max": max(self.baseline),
                 "runs": list(self.baseline),
             },
-            "ratio": ratio if ratio is not None and math.isfinite(ratio) else None,
+            "ratio": _finite(ratio),
             "lower_is_better": self.lower_is_better,
-            "target": None if self.target is None and self.min_ratio is None else self.target_text(),
+            "times_baseline": _finite(self.times_baseline),
+            "target": None if self.target_text() == "-" else self.target_text(),
             "target_met": self.met,
         }
+
+
+def _finite(value: float | None) -> float | None:
+    return value if value is not None and math.isfinite(value) else None
 
 
 def format_value(value: float) -> str:
@@ -181,8 +201,14 @@ def render_table(figures: Sequence[Figure], *, header: Sequence[str] = ()) -> st
     return "\n".join(out)
 
 
+def render_notes(notes: Mapping[str, Sequence[str]]) -> str:
+    """What suites noted beside their figures (module lists, skipped figures), one indented block each."""
+    blocks = [f"{title}:\n" + "\n".join(f"  {line}" for line in lines) for title, lines in notes.items()]
+    return "\n\n".join(blocks)
+
+
 def report_json(figures: Sequence[Figure], *, machine: Machine, mode: str, duration_seconds: float,
-                settings: dict[str, Any]) -> dict[str, Any]:
+                settings: dict[str, Any], notes: Mapping[str, Sequence[str]] | None = None) -> dict[str, Any]:
     """The document ``--json`` writes."""
     return {
         "machine": machine.as_dict(),
@@ -190,4 +216,5 @@ def report_json(figures: Sequence[Figure], *, machine: Machine, mode: str, durat
         "duration_seconds": duration_seconds,
         "settings": settings,
         "figures": [f.as_dict() for f in figures],
+        "notes": {title: list(lines) for title, lines in (notes or {}).items()},
     }

@@ -1,0 +1,217 @@
+"""HTTP load through the dev server with wrk: ``/api/token`` and ``/api/embed-token`` against ``/api/health``.
+
+``wrk -t2 -c16 --latency`` (16 keep-alive connections) drives :class:`devtools.devserver.DevServer`,
+the threaded HTTP server of the offline stack, which dispatches through
+:class:`~devtools.functions_host.FunctionsHost` into the function app in this process. Caches are
+warm: the figure is the broker's steady state behind an HTTP server. The baseline is the same server
+serving ``/api/health`` (settings check, a small JSON document, no token work), measured alternately
+with the same settings, so the ratio is the broker's cost over the server's own. ``/api/token`` runs
+in the default configuration; ``/api/embed-token`` with ``CALLER_AUTH=jwt`` and the 20 (report, user)
+pairs of the embed figures, rotated by a wrk Lua script, every request verifying its caller's token.
+
+wrk is Debian's ``wrk`` package; without it this suite is skipped with a note, never failed.
+
+The dev server's handler does not set ``TCP_NODELAY``: it writes the headers and the body of a
+response in separate sends, so on a keep-alive connection Nagle's algorithm holds the body until
+the client's delayed ACK, about 40 ms later, and every server measures ~240 requests/s whatever it
+serves. :func:`prepare_dev_server` sets it on the connections of the stack's server (and keeps the
+tracebacks of connections wrk resets at the end of a run off stderr); both are no-ops once
+``devtools.devserver`` does this itself, and the notes say which applied.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from devtools.devserver import DevServer
+
+from .embed_world import EmbedWorld
+from .report import Figure
+from .stack import BenchStack, RunContext
+
+THREADS = 2
+CONNECTIONS = 16
+BASELINE = "the same dev server, same settings, serving GET /api/health (no token work)"
+_UNITS_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0, "h": 3_600_000.0}
+_LATENCY = re.compile(r"^\s*(50|99)%\s+([\d.]+)(us|ms|s|m|h)\s*$", re.MULTILINE)
+_RATE = re.compile(r"^Requests/sec:\s+([\d.]+)", re.MULTILINE)
+_TOTAL = re.compile(r"^\s*(\d+) requests in", re.MULTILINE)
+_NON_2XX = re.compile(r"Non-2xx or 3xx responses:\s+(\d+)")
+_SOCKET_ERRORS = re.compile(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)")
+
+
+@dataclass(frozen=True)
+class WrkResult:
+    """What one wrk run reported."""
+
+    per_second: float
+    p50_ms: float
+    p99_ms: float
+    requests: int
+    non_2xx: int
+    socket_errors: tuple[int, int, int, int]  # connect, read, write, timeout
+
+
+def parse_wrk(output: str) -> WrkResult:
+    """Parse wrk's ``--latency`` report."""
+    latencies = {int(m.group(1)): float(m.group(2)) * _UNITS_MS[m.group(3)] for m in _LATENCY.finditer(output)}
+    rate, total = _RATE.search(output), _TOTAL.search(output)
+    if rate is None or total is None or set(latencies) != {50, 99}:
+        raise ValueError(f"unexpected wrk output:\n{output}")
+    non_2xx = _NON_2XX.search(output)
+    errors = _SOCKET_ERRORS.search(output)
+    socket_errors = (0, 0, 0, 0) if errors is None else (
+        int(errors.group(1)), int(errors.group(2)), int(errors.group(3)), int(errors.group(4)))
+    return WrkResult(float(rate.group(1)), latencies[50], latencies[99], int(total.group(1)),
+                     int(non_2xx.group(1)) if non_2xx else 0, socket_errors)
+
+
+def run_wrk(wrk: str, url: str, seconds: int, script: Path | None = None) -> WrkResult:
+    """One wrk run; any non-2xx answer or refused connection aborts the benchmark."""
+    command = [wrk, f"-t{THREADS}", f"-c{CONNECTIONS}", f"-d{seconds}s", "--latency", "--timeout", "5s"]
+    if script is not None:
+        command += ["-s", str(script)]
+    completed = subprocess.run([*command, url], capture_output=True, text=True, timeout=seconds + 60, check=True)
+    result = parse_wrk(completed.stdout)
+    if result.non_2xx or result.socket_errors[0] or not result.requests:
+        raise RuntimeError(f"wrk against {url}: {result.non_2xx} non-2xx answers, socket errors "
+                           f"{result.socket_errors}, {result.requests} requests")
+    return result
+
+
+def _lua_string(text: str) -> str:
+    if "]==]" in text:
+        raise ValueError("cannot quote this text as a Lua long string")
+    return f"[==[{text}]==]"
+
+
+def embed_script(stack: BenchStack, world: EmbedWorld, directory: Path) -> Path:
+    """A wrk Lua script that rotates POST /api/embed-token over the 20 (report, user) pairs."""
+    entries = []
+    for report, user in world.pairs():
+        body = json.dumps(world.request_body(report))
+        entries.append(f"{{{_lua_string(body)}, {_lua_string('Bearer ' + stack.offline.user_token(user))}}}")
+    table = ",\n  ".join(entries)
+    script = directory / "embed.lua"
+    script.write_text(
+        "-- Generated by benchmarks/http_load.py: one (report, user) pair per request, in turn.\n"
+        f"local requests = {{\n  {table}\n}}\n"
+        "local counter = 0\n"
+        "request = function()\n"
+        "  counter = counter + 1\n"
+        "  local pair = requests[(counter % #requests) + 1]\n"
+        '  return wrk.format("POST", "/api/embed-token",\n'
+        '    {["Content-Type"] = "application/json", ["Authorization"] = pair[2]}, pair[1])\n'
+        "end\n",
+        encoding="utf-8",
+    )
+    return script
+
+
+def prepare_dev_server(server: DevServer) -> list[str]:
+    """Give the dev server's connections TCP_NODELAY and quiet resets; returns what was changed."""
+    notes = []
+    listener = server._server  # the socketserver behind the dev server: where the handler class lives
+    handler = listener.RequestHandlerClass
+    if not isinstance(handler, type):
+        raise TypeError("the dev server's request handler is not a class")
+    if getattr(handler, "disable_nagle_algorithm", False):
+        notes.append("The dev server sets TCP_NODELAY on its connections itself.")
+    else:
+        listener.RequestHandlerClass = type("NoDelayHandler", (handler,), {"disable_nagle_algorithm": True})
+        notes.append("The dev server does not set TCP_NODELAY: each keep-alive response waits ~40 ms for the "
+                     "client's delayed ACK (~240 req/s whatever it serves). These runs set it on its connections; "
+                     "fix: disable_nagle_algorithm = True on devtools.devserver._Handler.")
+    report_error = listener.handle_error
+
+    def handle_error(request: Any, client_address: Any) -> None:
+        # wrk resets its connections when a run ends; socketserver would print each traceback to stderr.
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            report_error(request, client_address)
+
+    listener.handle_error = handle_error  # type: ignore[method-assign]
+    return notes
+
+
+def _warm_embed_cache(stack: BenchStack, world: EmbedWorld) -> None:
+    for report, user in world.pairs():
+        response = stack.host.invoke("POST", "/api/embed-token", json=world.request_body(report),
+                                     headers={"Authorization": f"Bearer {stack.offline.user_token(user)}"})
+        if response.status != 200:
+            raise RuntimeError(f"warming the embed cache: {response.status} {response.text[:300]}")
+
+
+def _alternate(ctx: RunContext, wrk: str, label: str, url: str, script: Path | None,
+               health_url: str) -> tuple[list[WrkResult], list[WrkResult]]:
+    measured: list[WrkResult] = []
+    baseline: list[WrkResult] = []
+    for number in range(ctx.profile.load_runs):
+        baseline.append(run_wrk(wrk, health_url, ctx.profile.load_seconds))
+        measured.append(run_wrk(wrk, url, ctx.profile.load_seconds, script))
+        ctx.progress(f"wrk {label} run {number + 1}/{ctx.profile.load_runs}: {measured[-1].per_second:.0f} req/s, "
+                     f"p99 {measured[-1].p99_ms:.1f} ms (health {baseline[-1].per_second:.0f} req/s, "
+                     f"p99 {baseline[-1].p99_ms:.1f} ms); socket errors {measured[-1].socket_errors}")
+    return measured, baseline
+
+
+def run(ctx: RunContext) -> list[Figure]:
+    """wrk against the token and embed endpoints, alternating with the health endpoint."""
+    wrk = shutil.which("wrk")
+    if wrk is None:
+        reason = "skipped: wrk is not installed (Debian: apt-get install -y wrk)"
+        ctx.progress(f"HTTP load {reason}")
+        ctx.note("HTTP load (wrk)", [reason])
+        return []
+    stack = ctx.stack()
+    stack.configure()
+    assert stack.offline.server is not None
+    server_notes = prepare_dev_server(stack.offline.server)
+    health_url = f"{stack.url}/api/health"
+    if stack.get_token().status != 200:
+        raise RuntimeError("GET /api/token failed before the load run")
+    run_wrk(wrk, f"{stack.url}/api/token", 1)  # warm-up: connection threads, allocator
+    token, token_health = _alternate(ctx, wrk, "/api/token", f"{stack.url}/api/token", None, health_url)
+    world = stack.embed_world()
+    with tempfile.TemporaryDirectory(prefix="bench-wrk-") as directory, \
+            stack.settings_override(world.jwt_settings(stack)):
+        world.powerbi.reset_counters()
+        _warm_embed_cache(stack, world)
+        script = embed_script(stack, world, Path(directory))
+        embed, embed_health = _alternate(ctx, wrk, "/api/embed-token", f"{stack.url}/api/embed-token", script,
+                                         health_url)
+        calls = world.powerbi.generate_token_calls()
+    stack.configure()
+    if calls != len(world.pairs()):
+        raise RuntimeError(f"{calls} GenerateToken calls for {len(world.pairs())} pairs: the cache missed under load")
+    ctx.note("HTTP load (wrk)", [
+        *server_notes,
+        f"wrk -t{THREADS} -c{CONNECTIONS} -d{ctx.profile.load_seconds}s --latency; {calls} GenerateToken calls in all "
+        f"for the embed runs: the {len(world.pairs())} pairs, before wrk started; every wrk request was answered from "
+        "the cache",
+    ])
+
+    def rps(results: list[WrkResult]) -> tuple[float, ...]:
+        return tuple(r.per_second for r in results)
+
+    def p99(results: list[WrkResult]) -> tuple[float, ...]:
+        return tuple(r.p99_ms for r in results)
+
+    load = f"{CONNECTIONS} connections, dev server"
+    return [
+        Figure("http.token.rps", f"GET /api/token per second under wrk ({load})", "req/s", rps(token),
+               rps(token_health), BASELINE, lower_is_better=False),
+        Figure("http.token.p99", f"99th percentile latency of GET /api/token under wrk ({load})", "ms", p99(token),
+               p99(token_health), BASELINE),
+        Figure("http.embed.rps", f"POST /api/embed-token per second under wrk ({load}, jwt callers, 20 pairs, "
+               "warm cache)", "req/s", rps(embed), rps(embed_health), BASELINE, lower_is_better=False),
+        Figure("http.embed.p99", f"99th percentile latency of POST /api/embed-token under wrk ({load})", "ms",
+               p99(embed), p99(embed_health), BASELINE),
+    ]
