@@ -11,12 +11,8 @@ pairs of the embed figures, rotated by a wrk Lua script, every request verifying
 
 wrk is Debian's ``wrk`` package; without it this suite is skipped with a note, never failed.
 
-The dev server's handler does not set ``TCP_NODELAY``: it writes the headers and the body of a
-response in separate sends, so on a keep-alive connection Nagle's algorithm holds the body until
-the client's delayed ACK, about 40 ms later, and every server measures ~240 requests/s whatever it
-serves. :func:`prepare_dev_server` sets it on the connections of the stack's server (and keeps the
-tracebacks of connections wrk resets at the end of a run off stderr); both are no-ops once
-``devtools.devserver`` does this itself, and the notes say which applied.
+The dev server sets ``TCP_NODELAY`` (without it, Nagle's algorithm holds each keep-alive response's
+body for the client's delayed ACK, ~40 ms, capping any server at ~240 requests/s).
 """
 
 from __future__ import annotations
@@ -25,13 +21,9 @@ import json
 import re
 import shutil
 import subprocess
-import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-from devtools.devserver import DevServer
 
 from .embed_world import EmbedWorld
 from .report import Figure
@@ -116,31 +108,6 @@ def embed_script(stack: BenchStack, world: EmbedWorld, directory: Path) -> Path:
     return script
 
 
-def prepare_dev_server(server: DevServer) -> list[str]:
-    """Give the dev server's connections TCP_NODELAY and quiet resets; returns what was changed."""
-    notes = []
-    listener = server._server  # the socketserver behind the dev server: where the handler class lives
-    handler = listener.RequestHandlerClass
-    if not isinstance(handler, type):
-        raise TypeError("the dev server's request handler is not a class")
-    if getattr(handler, "disable_nagle_algorithm", False):
-        notes.append("The dev server sets TCP_NODELAY on its connections itself.")
-    else:
-        listener.RequestHandlerClass = type("NoDelayHandler", (handler,), {"disable_nagle_algorithm": True})
-        notes.append("The dev server does not set TCP_NODELAY: each keep-alive response waits ~40 ms for the "
-                     "client's delayed ACK (~240 req/s whatever it serves). These runs set it on its connections; "
-                     "fix: disable_nagle_algorithm = True on devtools.devserver._Handler.")
-    report_error = listener.handle_error
-
-    def handle_error(request: Any, client_address: Any) -> None:
-        # wrk resets its connections when a run ends; socketserver would print each traceback to stderr.
-        if not isinstance(sys.exc_info()[1], ConnectionError):
-            report_error(request, client_address)
-
-    listener.handle_error = handle_error  # type: ignore[method-assign]
-    return notes
-
-
 def _warm_embed_cache(stack: BenchStack, world: EmbedWorld) -> None:
     for report, user in world.pairs():
         response = stack.host.invoke("POST", "/api/embed-token", json=world.request_body(report),
@@ -172,8 +139,6 @@ def run(ctx: RunContext) -> list[Figure]:
         return []
     stack = ctx.stack()
     stack.configure()
-    assert stack.offline.server is not None
-    server_notes = prepare_dev_server(stack.offline.server)
     health_url = f"{stack.url}/api/health"
     if stack.get_token().status != 200:
         raise RuntimeError("GET /api/token failed before the load run")
@@ -192,7 +157,6 @@ def run(ctx: RunContext) -> list[Figure]:
     if calls != len(world.pairs()):
         raise RuntimeError(f"{calls} GenerateToken calls for {len(world.pairs())} pairs: the cache missed under load")
     ctx.note("HTTP load (wrk)", [
-        *server_notes,
         f"wrk -t{THREADS} -c{CONNECTIONS} -d{ctx.profile.load_seconds}s --latency; {calls} GenerateToken calls in all "
         f"for the embed runs: the {len(world.pairs())} pairs, before wrk started; every wrk request was answered from "
         "the cache",

@@ -206,3 +206,25 @@ def test_roles_need_a_caller_identity(env: Env, call: Call) -> None:
     env.set(CALLER_AUTH="anonymous", CALLER_REQUIRED_ROLES="Report.Viewer")
     problem = assert_problem(call("GET", "/api/health"), 503, "configuration_invalid")
     assert problem["setting"] == "CALLER_REQUIRED_ROLES"
+
+
+def test_a_token_answered_from_the_verification_cache_still_expires_on_time(
+    jwt_env: Env, entra: EntraEmulator, call: Call
+) -> None:
+    jwt_env.set(**jwt_settings(entra), CALLER_JWT_LEEWAY_SECONDS="0")
+    token = user_token(entra, lifetime=2)
+    assert call("GET", "/api/token", headers=bearer(token)).status == 200
+    assert call("GET", "/api/token", headers=bearer(token)).status == 200  # from the cache
+    time.sleep(2.2)
+    assert_problem(call("GET", "/api/token", headers=bearer(token)), 401, "caller_token_expired")
+
+
+def test_refreshed_signing_keys_invalidate_the_verification_cache(
+    jwt_env: Env, entra: EntraEmulator, call: Call
+) -> None:
+    token = user_token(entra)
+    assert call("GET", "/api/token", headers=bearer(token)).status == 200
+    entra.rotate_signing_key(drop_old=True)  # the key that signed `token` is withdrawn
+    time.sleep(1.1)
+    assert call("GET", "/api/token", headers=bearer(user_token(entra))).status == 200  # refetches the keys
+    assert_problem(call("GET", "/api/token", headers=bearer(token)), 401, "caller_token_invalid")

@@ -298,7 +298,7 @@ def test_every_azure_devops_task_is_pinned_to_a_major_version() -> None:
 
 def test_the_commands_are_found() -> None:
     assert readme_test_command() == "bash scripts/test.sh"
-    assert ci_run_commands() == ["ruff check .", "mypy", "bash scripts/test.sh"]
+    assert ci_run_commands() == ["ruff check .", "mypy", "bash scripts/test.sh", "python -m benchmarks --quick"]
 
 
 @pytest.mark.parametrize("node", [load(CI), ado_stages()["ci"]], ids=["github", "azure-devops"])

@@ -10,9 +10,11 @@ reason goes to the log.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -29,6 +31,7 @@ from .http import bearer_token
 log = logging.getLogger(__name__)
 
 ALLOWED_ALGORITHMS = frozenset({"RS256", "RS384", "RS512", "PS256", "ES256"})
+VERIFIED_TOKENS_MAX_ENTRIES = 5_000  # ~1-2 KB of claims each
 MAX_TOKEN_LENGTH = 16 * 1024  # Entra ID tokens are 1-4 KB; anything far larger is an attack or a mistake
 KEYS_MAX_AGE_SECONDS = 3600.0
 _REQUIRED_CLAIMS = ["exp", "iat", "iss", "aud"]
@@ -111,6 +114,10 @@ class JwtAuthenticator:
         self._timeout = timeout
         self.keys = SigningKeys(self._locate_jwks, timeout=timeout,
                                 refresh_cooldown=settings.jwt_jwks_refresh_cooldown_seconds)
+        # Verified claims by token SHA-256, tagged with the key set they were checked against: a key
+        # refresh (rotation, revocation) makes every entry stale.
+        self._verified: OrderedDict[bytes, tuple[dict[str, Any], int]] = OrderedDict()
+        self._verified_lock = threading.Lock()
 
     def _locate_jwks(self) -> str:
         if self._settings.jwt_jwks_uri:
@@ -133,9 +140,35 @@ class JwtAuthenticator:
         return str(document["jwks_uri"])
 
     def verify(self, token: str) -> Mapping[str, Any]:
-        """The verified claims of ``token``; raises :class:`CallerAuthenticationError` otherwise."""
+        """The verified claims of ``token``; raises :class:`CallerAuthenticationError` otherwise.
+
+        A token verified before (same bytes, same signing keys) is answered from a bounded cache after
+        re-checking its time claims: a single-page app sends the same token for an hour, and parsing and
+        checking its signature again costs far more than the rest of a cached request.
+        """
         if len(token) > MAX_TOKEN_LENGTH:
             raise _rejected(f"token of {len(token)} characters")
+        digest = hashlib.sha256(token.encode()).digest()
+        cached = self._verified.get(digest)
+        if cached is not None and cached[1] == self.keys.fetches:
+            return self._still_valid(cached[0])
+        claims = self._verify_signature_and_claims(token)
+        with self._verified_lock:
+            self._verified[digest] = (claims, self.keys.fetches)
+            while len(self._verified) > VERIFIED_TOKENS_MAX_ENTRIES:
+                self._verified.popitem(last=False)
+        return claims
+
+    def _still_valid(self, claims: Mapping[str, Any]) -> Mapping[str, Any]:
+        now, leeway = time.time(), self._settings.jwt_leeway_seconds
+        if claims["exp"] + leeway <= now:
+            raise _rejected("expired", code="caller_token_expired")
+        not_before = claims.get("nbf")
+        if isinstance(not_before, int | float) and not_before - leeway > now:
+            raise _rejected("not yet valid (nbf)")
+        return claims
+
+    def _verify_signature_and_claims(self, token: str) -> dict[str, Any]:
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError as err:
