@@ -64,6 +64,7 @@ def _content_type(path: Path) -> str:
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False
+    request_queue_size = 128  # socketserver's default backlog of 5 refuses bursts of new connections
 
     def __init__(self, address: tuple[str, int], devserver: DevServer) -> None:
         self.devserver = devserver

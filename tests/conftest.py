@@ -16,14 +16,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import jwt
 import pytest
 
 from devtools.entra import EntraEmulator
 from devtools.functions_host import FunctionsHost, HostResponse, route_prefix_from_host_json
 from devtools.keyvault import KeyVaultEmulator
 from devtools.managed_identity import ManagedIdentity, ManagedIdentityEmulator
+from devtools.powerbi import PowerBIEmulator
 from devtools.tls import DevCertificateAuthority
-from token_broker import broker, platform_identity
+from token_broker import broker, platform_identity, redaction
 from token_broker.settings import SETTING_NAMES
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,6 +42,7 @@ MASTER_USER, MASTER_PASSWORD = "pbi-master@contoso.com", "master-Passw0rd!value"
 MFA_USER, CA_USER, USER_PASSWORD = "mfa.user@contoso.com", "blocked.user@contoso.com", "user-Passw0rd!value"
 ALICE, BOB = "alice@contoso.com", "bob@contoso.com"
 POWERBI_RESOURCE = "https://analysis.windows.net/powerbi/api"
+API = f"api://{CLIENT_ID}"  # the broker's own API: the audience of callers' tokens in jwt mode
 
 #: Every secret value the tests configure: none may appear in a response or a log record.
 SECRETS = (CLIENT_SECRET, EXPIRED_SECRET, NO_CONSENT_SECRET, MASTER_PASSWORD, USER_PASSWORD)
@@ -79,10 +82,16 @@ def pytest_configure(config: pytest.Config) -> None:
     logging.getLogger().setLevel(logging.DEBUG)
 
 
-def leaks_in(text: str) -> list[str]:
-    """Secrets or whole JWTs found in ``text``."""
-    found = [f"secret {s[:4]}…" for s in SECRETS if s in text]
-    found += [f"jwt {m.group(0)[:16]}…" for m in _JWT.finditer(text)]
+def secrets_to_find() -> set[str]:
+    """The configured secrets and every secret the broker registered at run time (Key Vault values...)."""
+    return set(SECRETS) | set(redaction.registered_secrets())
+
+
+def leaks_in(text: str, *, tokens: bool = True) -> list[str]:
+    """Secrets (and, unless ``tokens`` is False, whole JWTs) found in ``text``."""
+    found = [f"secret {s[:4]}…" for s in secrets_to_find() if s in text]
+    if tokens:
+        found += [f"jwt {m.group(0)[:16]}…" for m in _JWT.finditer(text)]
     return found
 
 
@@ -91,13 +100,46 @@ def audit_log_records() -> list[str]:
     return [f"{name}: {leak}" for name, text in _KEEPER.texts for leak in leaks_in(text)]
 
 
+_RESPONSE_LEAKS: list[str] = []
+_RESPONSES_AUDITED = [0]
+
+
+def audit_response(method: str, url: str, response: HostResponse) -> list[str]:
+    """Leaks in one response: secrets anywhere; tokens in headers and in error bodies."""
+    headers = "\n".join(f"{k}: {v}" for k, v in response.headers)
+    body = response.body.decode("utf-8", "replace")
+    leaks = leaks_in(headers) + leaks_in(body, tokens=response.status >= 400)
+    return [f"{method} {url.split('?')[0]} -> {response.status}: {leak}" for leak in leaks]
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _audit_every_response() -> Iterator[None]:
+    """Every response of the function app in the whole run (in-process, dev server, offline stack) is audited.
+
+    FunctionsHost.handle is the one path every request takes, so it is wrapped for the session.
+    """
+    original = FunctionsHost.handle
+
+    def audited(self: FunctionsHost, method: str, url: str, *args: Any, **kwargs: Any) -> HostResponse:
+        response = original(self, method, url, *args, **kwargs)
+        _RESPONSES_AUDITED[0] += 1
+        _RESPONSE_LEAKS.extend(audit_response(method, url, response))
+        return response
+
+    FunctionsHost.handle = audited  # type: ignore[method-assign]
+    yield
+    FunctionsHost.handle = original  # type: ignore[method-assign]
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    leaks = audit_log_records()
+    leaks = audit_log_records() + _RESPONSE_LEAKS
     if leaks:
-        print("\nLEAK AUDIT FAILED: secrets or tokens in log records:\n  " + "\n  ".join(sorted(set(leaks))[:50]))
+        print("\nLEAK AUDIT FAILED: secrets or tokens in log records or responses:\n  "
+              + "\n  ".join(sorted(set(leaks))[:50]))
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
     else:
-        print(f"\nLeak audit: {len(_KEEPER.texts)} log records, no secret or token found.")
+        print(f"\nLeak audit: {len(_KEEPER.texts)} log records and {_RESPONSES_AUDITED[0]} responses, "
+              "no secret or token found.")
 
 
 # -- emulators -------------------------------------------------------------------------------------------
@@ -183,6 +225,58 @@ def vault(_vault_session: KeyVaultEmulator, _identity_session: ManagedIdentityEm
     platform_identity.reset()
 
 
+# -- Power BI ----------------------------------------------------------------------------------------------
+
+
+CACHE_USERS = tuple(f"cache-{n}@contoso.com" for n in range(5))
+
+
+class World:
+    """Workspaces, datasets and reports of the Power BI emulator for these tests."""
+
+    def __init__(self, powerbi: PowerBIEmulator, sp_oid: str) -> None:
+        self.sales = powerbi.add_workspace(name="Sales", members={sp_oid})
+        self.other = powerbi.add_workspace(name="Other", members={sp_oid})
+        self.plain_dataset = powerbi.add_dataset(self.sales, name="Plain")
+        self.rls_dataset = powerbi.add_dataset(self.sales, name="Secured", rls_roles=["Region", "Auditor"])
+        self.plain_report = powerbi.add_report(self.sales, name="Overview", dataset_id=self.plain_dataset)
+        self.second_report = powerbi.add_report(self.sales, name="Details", dataset_id=self.plain_dataset)
+        self.rls_report = powerbi.add_report(self.sales, name="By region", dataset_id=self.rls_dataset)
+        self.other_report = powerbi.add_report(self.other, name="Elsewhere", dataset_id=powerbi.add_dataset(self.other))
+        self.shared = powerbi.add_workspace(name="Shared", members={sp_oid}, capacity="shared")
+        self.shared_report = powerbi.add_report(self.shared, dataset_id=powerbi.add_dataset(self.shared))
+
+
+@pytest.fixture(scope="session")
+def _powerbi_session(ca: DevCertificateAuthority, _entra_session: EntraEmulator) -> Iterator[PowerBIEmulator]:
+    with PowerBIEmulator(ca=ca, entra=_entra_session) as emulator:
+        yield emulator
+
+
+@pytest.fixture(scope="session")
+def world(_powerbi_session: PowerBIEmulator, _entra_session: EntraEmulator) -> World:
+    sp_token = _entra_session.issue_access_token(tenant_id=TENANT, audience=POWERBI_RESOURCE, client_id=CLIENT_ID)
+    for username in CACHE_USERS:
+        _entra_session.add_user(TENANT, username, "user-Passw0rd!value")
+    return World(_powerbi_session, jwt.decode(sp_token, options={"verify_signature": False})["oid"])
+
+
+@pytest.fixture
+def powerbi(_powerbi_session: PowerBIEmulator, entra: EntraEmulator) -> Iterator[PowerBIEmulator]:
+    _powerbi_session.clear_faults()
+    _powerbi_session.reset_counters()
+    _powerbi_session.service_principals_enabled = True
+    yield _powerbi_session
+    _powerbi_session.clear_faults()
+    _powerbi_session.service_principals_enabled = True
+
+
+def embed_settings(entra: EntraEmulator, powerbi: PowerBIEmulator, world: World, **extra: str) -> dict[str, str]:
+    return {"POWERBI_API_URL": powerbi.api_url, "EMBED_ALLOWED_WORKSPACES": f"{world.sales},{world.shared}",
+            "CALLER_AUTH": "jwt", "CALLER_JWT_ISSUER": entra.issuer(TENANT), "CALLER_JWT_AUDIENCE": API,
+            "EMBED_RLS_ROLES": "Report.Viewer=Region", **extra}
+
+
 # -- the function app --------------------------------------------------------------------------------------
 
 
@@ -242,14 +336,8 @@ def call(host: FunctionsHost) -> Callable[..., HostResponse]:
 
 
 def assert_no_leak(response: HostResponse) -> None:
-    """No configured secret anywhere in a response; no token in an error response or any header."""
-    headers = "\n".join(f"{k}: {v}" for k, v in response.headers)
-    body = response.body.decode("utf-8", "replace")
-    assert leaks_in(headers) == []
-    if response.status >= 400:
-        assert leaks_in(body) == []
-    else:
-        assert [s for s in SECRETS if s in body] == []
+    """No secret anywhere in a response; no token in an error response or any header (fails the test now)."""
+    assert audit_response("", "", response) == []
 
 
 def assert_problem(response: HostResponse, status: int, code: str) -> dict[str, Any]:

@@ -4,77 +4,25 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-import jwt
 import pytest
 
 from devtools.entra import EntraEmulator
 from devtools.functions_host import HostResponse
 from devtools.powerbi import PowerBIEmulator
-from devtools.tls import DevCertificateAuthority
-from tests.conftest import ALICE, BOB, CLIENT_ID, POWERBI_RESOURCE, TENANT, Env, assert_problem
+from tests.conftest import ALICE, API, BOB, CACHE_USERS, TENANT, Env, World, assert_problem, embed_settings
 from token_broker import broker
 
 Call = Callable[..., HostResponse]
-API = f"api://{CLIENT_ID}"
-
-
-CACHE_USERS = tuple(f"cache-{n}@contoso.com" for n in range(5))
-
-
-class World:
-    """Workspaces, datasets and reports of the Power BI emulator for these tests."""
-
-    def __init__(self, powerbi: PowerBIEmulator, sp_oid: str) -> None:
-        self.sales = powerbi.add_workspace(name="Sales", members={sp_oid})
-        self.other = powerbi.add_workspace(name="Other", members={sp_oid})
-        self.plain_dataset = powerbi.add_dataset(self.sales, name="Plain")
-        self.rls_dataset = powerbi.add_dataset(self.sales, name="Secured", rls_roles=["Region", "Auditor"])
-        self.plain_report = powerbi.add_report(self.sales, name="Overview", dataset_id=self.plain_dataset)
-        self.second_report = powerbi.add_report(self.sales, name="Details", dataset_id=self.plain_dataset)
-        self.rls_report = powerbi.add_report(self.sales, name="By region", dataset_id=self.rls_dataset)
-        self.other_report = powerbi.add_report(self.other, name="Elsewhere", dataset_id=powerbi.add_dataset(self.other))
-        self.shared = powerbi.add_workspace(name="Shared", members={sp_oid}, capacity="shared")
-        self.shared_report = powerbi.add_report(self.shared, dataset_id=powerbi.add_dataset(self.shared))
-
-
-@pytest.fixture(scope="session")
-def _powerbi_session(ca: DevCertificateAuthority, _entra_session: EntraEmulator) -> Iterator[PowerBIEmulator]:
-    with PowerBIEmulator(ca=ca, entra=_entra_session) as emulator:
-        yield emulator
-
-
-@pytest.fixture(scope="session")
-def world(_powerbi_session: PowerBIEmulator, _entra_session: EntraEmulator) -> World:
-    sp_token = _entra_session.issue_access_token(tenant_id=TENANT, audience=POWERBI_RESOURCE, client_id=CLIENT_ID)
-    for username in CACHE_USERS:
-        _entra_session.add_user(TENANT, username, "user-Passw0rd!value")
-    return World(_powerbi_session, jwt.decode(sp_token, options={"verify_signature": False})["oid"])
-
-
-@pytest.fixture
-def powerbi(_powerbi_session: PowerBIEmulator, entra: EntraEmulator) -> Iterator[PowerBIEmulator]:
-    _powerbi_session.clear_faults()
-    _powerbi_session.reset_counters()
-    _powerbi_session.service_principals_enabled = True
-    yield _powerbi_session
-    _powerbi_session.clear_faults()
-    _powerbi_session.service_principals_enabled = True
 
 
 @pytest.fixture
 def embed_env(env: Env, entra: EntraEmulator, powerbi: PowerBIEmulator, world: World) -> Env:
     env.set(**embed_settings(entra, powerbi, world))
     return env
-
-
-def embed_settings(entra: EntraEmulator, powerbi: PowerBIEmulator, world: World, **extra: str) -> dict[str, str]:
-    return {"POWERBI_API_URL": powerbi.api_url, "EMBED_ALLOWED_WORKSPACES": f"{world.sales},{world.shared}",
-            "CALLER_AUTH": "jwt", "CALLER_JWT_ISSUER": entra.issuer(TENANT), "CALLER_JWT_AUDIENCE": API,
-            "EMBED_RLS_ROLES": "Report.Viewer=Region", **extra}
 
 
 def user(entra: EntraEmulator, username: str = ALICE, **claims: Any) -> dict[str, str]:

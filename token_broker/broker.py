@@ -53,6 +53,7 @@ class Broker:
         authenticator = build_authenticator(
             settings.callers, timeout=settings.http_timeout_seconds, grant_type=settings.grant_type
         )
+        redaction.install()  # again: the caller mode's module (jwt_auth, easyauth) and its logger were just created
         limits = settings.callers
         limiter = (
             RateLimiter(limits.rate_limit_per_minute, max_callers=limits.rate_limit_max_callers)

@@ -151,6 +151,16 @@ def _strings(value: Any) -> frozenset[str]:
     return frozenset()
 
 
+def _epoch_seconds(value: Any) -> float | None:
+    # PyJWT accepts any integer exp, even one no float can hold (10**400): that means "no usable expiry".
+    if not isinstance(value, int | float):
+        return None
+    try:
+        return float(value)
+    except OverflowError:
+        return None
+
+
 def caller_from_claims(claims: Mapping[str, Any], *, mode: str, username_claim: str,
                        bearer: str | None = None) -> Caller:
     """A :class:`Caller` from verified claims (JWT or App Service Authentication)."""
@@ -165,6 +175,6 @@ def caller_from_claims(claims: Mapping[str, Any], *, mode: str, username_claim: 
         roles=_strings(claims.get("roles")),
         scopes=_strings(claims.get("scp")),
         bearer_token=bearer,
-        bearer_expires_on=float(expires) if isinstance(expires, int | float) else None,
+        bearer_expires_on=_epoch_seconds(expires),
         claims=dict(claims),
     )

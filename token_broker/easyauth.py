@@ -51,7 +51,7 @@ def parse_client_principal(header: str) -> dict[str, Any]:
         raise _unauthenticated("X-MS-CLIENT-PRINCIPAL is too large")
     try:
         document = json.loads(base64.b64decode(header.strip() + "=" * (-len(header.strip()) % 4), validate=True))
-    except (binascii.Error, ValueError) as err:
+    except (binascii.Error, ValueError, RecursionError) as err:  # RecursionError: JSON nested too deeply
         raise _unauthenticated(f"X-MS-CLIENT-PRINCIPAL is not base64 JSON ({type(err).__name__})") from err
     if not isinstance(document, dict) or not isinstance(document.get("claims"), list):
         raise _unauthenticated("X-MS-CLIENT-PRINCIPAL has no claims list")

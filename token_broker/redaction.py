@@ -35,6 +35,12 @@ def register_secrets(values: Iterable[str | None]) -> None:
         _pattern = re.compile("|".join(re.escape(v) for v in ordered)) if ordered else None
 
 
+def registered_secrets() -> frozenset[str]:
+    """Every secret value registered so far, for leak audits (never log or return them)."""
+    with _secrets_lock:
+        return frozenset(_secrets)
+
+
 def _jwt_fingerprint(match: re.Match[str]) -> str:
     return "<jwt sha256:" + hashlib.sha256(match.group(0).encode()).hexdigest()[:12] + ">"
 

@@ -94,6 +94,9 @@ class TokenService:
         self._clock = clock
         self._apps: dict[str, msal.ConfidentialClientApplication] = {}
         self._apps_lock = threading.Lock()
+        # Bumped each time a credential re-read from its source turned out to be new (see _rotating).
+        self._credential_generation = 0
+        self._reload_lock = threading.Lock()
         # Waiting for another thread's fetch never takes longer than that fetch's own HTTP calls:
         # discovery + token request, each retried once by MSAL's adapter.
         wait = settings.http_timeout_seconds * 5 + 5
@@ -152,20 +155,36 @@ class TokenService:
         A secret rotated in Key Vault is thus picked up by the first request that needs it, and that
         request still succeeds. MSAL applications are rebuilt: they hold the credential they were made with.
         """
+        generation = self._credential_generation
         try:
             return fetch()
         except BrokerError as err:
-            rotated = False
-            if err.code in _STALE_CREDENTIAL_CODES:
-                rotated = self._credential.reload()
-            elif err.code == "aad_invalid_username_or_password" and self._password is not None:
-                rotated = self._password.reload()
-            if not rotated:
+            if not self._replaced_since(generation, err.code):
                 raise
-            log.warning("Azure AD rejected the credential (%s); retrying with the value just re-read", err.code)
-            with self._apps_lock:
-                self._apps.clear()
+            log.warning("Azure AD rejected the credential (%s); retrying with the value re-read", err.code)
             return fetch()
+
+    def _replaced_since(self, generation: int, code: str) -> bool:
+        """Whether the credential Azure AD rejected with ``code`` has a new value since ``generation``.
+
+        Fetches of different keys (per-user tokens) run concurrently and all fail on the old value; the
+        first one re-reads the source, the others must retry with what it read rather than re-read (they
+        would find it "unchanged" and give up).
+        """
+        if code in _STALE_CREDENTIAL_CODES:
+            source: ClientCredential | SecretSource = self._credential
+        elif code == "aad_invalid_username_or_password" and self._password is not None:
+            source = self._password
+        else:
+            return False
+        with self._reload_lock:
+            if self._credential_generation == generation:
+                if not source.reload():
+                    return False
+                self._credential_generation += 1
+                with self._apps_lock:
+                    self._apps.clear()
+        return True
 
     # -- MSAL applications ------------------------------------------------------------------------
 
@@ -184,6 +203,8 @@ class TokenService:
 
         redaction.install(("msal",))  # its loggers exist now; its error paths may log response bodies
 
+        from msal.exceptions import MsalServiceError
+
         settings = self._settings
         log.info("Creating the MSAL application for %s tokens (authority %s)", purpose, settings.authority)
         try:
@@ -198,7 +219,7 @@ class TokenService:
                 token_cache=_discarding_token_cache() if purpose == "on_behalf_of" else None,
                 app_name="powerbi-token-broker",
             )
-        except (requests.RequestException, ValueError) as err:
+        except (requests.RequestException, ValueError, MsalServiceError) as err:  # discovery may answer 5xx
             raise aad_errors.from_exception(err) from err
 
     # -- fetches (run by one thread at a time per cache key) ----------------------------------------
