@@ -321,3 +321,18 @@ def test_shared_capacity_quota_is_explained(embed_env: Env, entra: EntraEmulator
     finally:
         powerbi.shared_capacity_embed_token_limit = limit
     assert "capacity" in assert_problem(response, 503, "powerbi_embed_quota_exceeded")["detail"]
+
+
+def test_a_token_power_bi_calls_expired_is_replaced_once(
+    embed_env: Env, entra: EntraEmulator, world: World, powerbi: PowerBIEmulator, call: Call
+) -> None:
+    """Power BI judges the Azure AD token expired (clock skew, revocation): the broker gets a fresh one."""
+    from devtools.emulator_server import Fault
+
+    powerbi.inject_fault(Fault.http(403, {"error": {"code": "TokenExpired", "message": "Access token has expired, "
+                                                    "resubmit with a new access token"}}),
+                         path_prefix="/v1.0/myorg/GenerateToken")
+    response = embed(call, user(entra), reports=[{"id": world.plain_report}], workspaceId=world.sales)
+    assert response.status == 200, response.text
+    assert entra.token_requests(grant_type="client_credentials") == 2
+    assert powerbi.generate_token_calls() == 2

@@ -110,9 +110,11 @@ def test_unmapped_aadsts_code_is_a_generic_502_with_the_code(env: Env, entra: En
     assert problem["aadTraceId"] == "t-1" and problem["aadCorrelationId"] == "c-1"
 
 
-def test_azure_ad_server_error_is_503(env: Env, entra: EntraEmulator, call: Call) -> None:
+def test_azure_ad_server_error_is_503_with_retry_after(env: Env, entra: EntraEmulator, call: Call) -> None:
     entra.inject_fault(503, path_prefix=f"/{TENANT}/oauth2")
-    assert_problem(call("GET", "/api/token"), 503, "aad_unavailable")
+    response = call("GET", "/api/token")
+    assert_problem(response, 503, "aad_unavailable")
+    assert response.header("retry-after") == "5", "MSAL replays the 503 for 5 s: retrying sooner cannot succeed"
 
 
 def test_azure_ad_temporarily_unavailable_is_503(env: Env, entra: EntraEmulator, call: Call) -> None:

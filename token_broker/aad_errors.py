@@ -25,6 +25,9 @@ from .errors import (
 )
 
 _AADSTS = re.compile(r"AADSTS(\d{4,7})")
+#: After a 5xx or 429 from Azure AD, MSAL answers the same error from memory for the reply's Retry-After
+#: (5 s when it has none): retrying sooner only gets that replay, so callers are told to wait as long.
+MSAL_REPLAY_SECONDS = 5
 
 
 @dataclass(frozen=True)
@@ -153,7 +156,8 @@ def from_aad_response(payload: Mapping[str, Any], *, on_behalf_of_caller: bool =
         )
     if error in ("temporarily_unavailable", "server_error"):
         return UpstreamUnavailableError(
-            "Azure AD is temporarily unavailable; try again shortly.", extensions=extensions
+            "Azure AD is temporarily unavailable; try again shortly.", extensions=extensions,
+            retry_after=MSAL_REPLAY_SECONDS,
         )
     shown = f"AADSTS{codes[0]}" if codes else (error or "an unexpected response")
     return UpstreamError(
@@ -193,7 +197,8 @@ def from_exception(
     status_match = re.search(r"HTTP Error: (\d{3})", str(err)) if type(err).__name__ == "MsalServiceError" else None
     if status_match:  # MSAL raises MsalServiceError for 5xx replies (and replays them while throttled)
         status = int(status_match.group(1))
-        return UpstreamUnavailableError(f"{service} answered HTTP {status}; try again shortly.")
+        return UpstreamUnavailableError(f"{service} answered HTTP {status}; try again shortly.",
+                                        retry_after=MSAL_REPLAY_SECONDS)
     if isinstance(err, requests.HTTPError):
         status = err.response.status_code if err.response is not None else 0
         return UpstreamUnavailableError(f"{service} answered HTTP {status}; try again shortly.")

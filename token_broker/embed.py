@@ -20,7 +20,7 @@ from typing import Any
 from .cache import RefreshingCache
 from .callers import Caller
 from .embed_request import EmbedRequest, ReportRef
-from .errors import CallerForbiddenError, ConfigurationError, RequestError, SettingProblem
+from .errors import CallerForbiddenError, ConfigurationError, PowerBIError, RequestError, SettingProblem
 from .powerbi_client import DatasetInfo, EmbedToken, PowerBIClient, ReportInfo
 from .settings import Settings
 from .tokens import AccessToken, TokenService
@@ -149,7 +149,20 @@ class EmbedService:
 
     def _generate(self, caller: Caller, request: EmbedRequest, identity: Identity | None,
                   lifetime: int) -> EmbedResult:
-        access = self._azure_ad_token(caller, lifetime).value
+        try:
+            return self._generate_with(self._azure_ad_token(caller, lifetime).value, caller, request, identity,
+                                       lifetime)
+        except PowerBIError as err:
+            # Power BI judged the Azure AD token expired (clock skew, revocation) although it was not by
+            # its expiry: forget it and try once more with a fresh one.
+            if err.code != "powerbi_token_expired" or not self._tokens.forget_token(self._settings.grant_type):
+                raise
+            log.warning("Power BI rejected the Azure AD token as expired; retrying once with a fresh token")
+            return self._generate_with(self._azure_ad_token(caller, lifetime).value, caller, request, identity,
+                                       lifetime)
+
+    def _generate_with(self, access: str, caller: Caller, request: EmbedRequest, identity: Identity | None,
+                       lifetime: int) -> EmbedResult:
         reports = tuple(self._report(access, ref) for ref in request.reports)
         dataset_refs = {(r.dataset_workspace_id, r.dataset_id) for r in reports if r.dataset_id}
         dataset_refs |= {(request.dataset_workspace_id or "", d) for d in request.datasets}

@@ -144,6 +144,25 @@ class TokenService:
             key, lambda: self._rotating(lambda: self._fetch_on_behalf_of(assertion, assertion_expires_on))
         )
 
+    def forget_token(self, grant_type: str) -> bool:
+        """Drop the cached service principal or master user token (and MSAL's copy); False for other grants.
+
+        For when a service says a token that is not expired by its clock is expired.
+        """
+        if grant_type == "client_credentials":
+            self._app_tokens.discard(_APP_KEY)
+            app = self._apps.get("client_credentials")
+            if app is not None:
+                app.remove_tokens_for_client()
+            return True
+        if grant_type == "password":
+            self._user_tokens.discard(("password", self._settings.username))
+            app = self._apps.get("password")
+            for account in app.get_accounts() if app is not None else []:
+                app.remove_account(account)  # type: ignore[union-attr]
+            return True
+        return False
+
     @property
     def cached_user_tokens(self) -> int:
         """How many user tokens are in memory (bounded by POWERBI_USER_TOKEN_CACHE_MAX_ENTRIES)."""
