@@ -2,8 +2,9 @@
 
 The logic lives in the ``token_broker`` package; this module is the app's one FunctionRegister.
 Every route accepts every method so that the broker, not the host, answers a wrong method with
-405 and an ``Allow`` header. With ``CALLER_AUTH=function_key`` the token route is indexed with auth
-level FUNCTION, so the Functions host checks the key before the broker runs.
+405 and an ``Allow`` header. With ``CALLER_AUTH=function_key`` the token and embed routes are indexed
+with auth level FUNCTION, so the Functions host checks the key before the broker runs; health and the
+OpenAPI description stay anonymous.
 """
 
 import azure.functions as func
