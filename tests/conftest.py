@@ -19,6 +19,7 @@ from typing import Any
 import jwt
 import pytest
 
+from devtools.appconfig import AppConfigurationEmulator
 from devtools.entra import EntraEmulator
 from devtools.functions_host import FunctionsHost, HostResponse, route_prefix_from_host_json
 from devtools.keyvault import KeyVaultEmulator
@@ -223,6 +224,15 @@ def vault(_vault_session: KeyVaultEmulator, _identity_session: ManagedIdentityEm
     yield _vault_session
     _vault_session.clear_faults()
     platform_identity.reset()
+
+
+# -- App Configuration ------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def _store_session(ca: DevCertificateAuthority, _entra_session: EntraEmulator) -> Iterator[AppConfigurationEmulator]:
+    with AppConfigurationEmulator(ca=ca, entra=_entra_session, tenant_id=TENANT) as store:
+        yield store
 
 
 # -- Power BI ----------------------------------------------------------------------------------------------

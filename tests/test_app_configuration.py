@@ -13,16 +13,9 @@ from devtools.entra import EntraEmulator
 from devtools.functions_host import HostResponse
 from devtools.keyvault import KeyVaultEmulator
 from devtools.managed_identity import ManagedIdentity
-from devtools.tls import DevCertificateAuthority
 from tests.conftest import CLIENT_ID, TENANT, Env, assert_problem
 
 Call = Callable[..., HostResponse]
-
-
-@pytest.fixture(scope="session")
-def _store_session(ca: DevCertificateAuthority, _entra_session: EntraEmulator) -> Iterator[AppConfigurationEmulator]:
-    with AppConfigurationEmulator(ca=ca, entra=_entra_session, tenant_id=TENANT) as store:
-        yield store
 
 
 @pytest.fixture

@@ -386,12 +386,6 @@ def test_an_unexpected_error_still_ends_in_a_checklist(env: Env, capsys: pytest.
     assert results["doctor"]["code"] == "internal_error" and "--verbose" in results["doctor"]["fix"]
 
 
-@pytest.fixture(scope="session")
-def _store_session(ca: DevCertificateAuthority, _entra_session: EntraEmulator) -> Iterator[AppConfigurationEmulator]:
-    with AppConfigurationEmulator(ca=ca, entra=_entra_session, tenant_id=TENANT) as store:
-        yield store
-
-
 @pytest.fixture
 def store(_store_session: AppConfigurationEmulator, app_identity: ManagedIdentity, vault: KeyVaultEmulator,
           entra: EntraEmulator) -> AppConfigurationEmulator:
