@@ -168,12 +168,18 @@ def _entra_session(ca: DevCertificateAuthority) -> Iterator[EntraEmulator]:
 
 
 @pytest.fixture
-def entra(_entra_session: EntraEmulator, monkeypatch: pytest.MonkeyPatch, ca: DevCertificateAuthority) -> Iterator[
-    EntraEmulator
-]:
-    """The session's Entra ID emulator, trusted, with counters, faults and knobs reset for this test."""
-    # REQUESTS_CA_BUNDLE is exported on this machine and overrides a session's verify; MSAL honours it.
+def trust_dev_ca(monkeypatch: pytest.MonkeyPatch, ca: DevCertificateAuthority) -> None:
+    """Trust the emulators' throwaway CA for this test.
+
+    REQUESTS_CA_BUNDLE is exported on this machine and overrides a requests session's verify; MSAL and
+    azure-core honour it too.
+    """
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", ca.ca_bundle_path)
+
+
+@pytest.fixture
+def entra(_entra_session: EntraEmulator, trust_dev_ca: None) -> Iterator[EntraEmulator]:
+    """The session's Entra ID emulator, trusted, with counters, faults and knobs reset for this test."""
     emulator = _entra_session
     emulator.clear_faults()
     emulator.reset_counters()

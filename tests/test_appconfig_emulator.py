@@ -37,9 +37,7 @@ def _entra(ca: DevCertificateAuthority) -> Iterator[EntraEmulator]:
 
 
 @pytest.fixture
-def entra(_entra: EntraEmulator, monkeypatch: pytest.MonkeyPatch, ca: DevCertificateAuthority) -> EntraEmulator:
-    # REQUESTS_CA_BUNDLE is exported on this machine and beats Session.verify; azure-core (requests) honours it.
-    monkeypatch.setenv("REQUESTS_CA_BUNDLE", ca.ca_bundle_path)
+def entra(_entra: EntraEmulator, trust_dev_ca: None) -> EntraEmulator:
     _entra.reset_counters()
     return _entra
 

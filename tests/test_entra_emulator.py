@@ -43,16 +43,8 @@ NEEDS_443 = ("the emulator could not bind port 443 on its loopback address (need
 
 
 # ---------------------------------------------------------------------------------------------- fixtures
-@pytest.fixture(scope="module")
-def ca() -> Iterator[DevCertificateAuthority]:
-    with DevCertificateAuthority() as authority:
-        yield authority
-
-
-@pytest.fixture(autouse=True)
-def _trust_dev_ca(monkeypatch: pytest.MonkeyPatch, ca: DevCertificateAuthority) -> None:
-    # REQUESTS_CA_BUNDLE is exported on this machine and beats Session.verify; MSAL honours it too.
-    monkeypatch.setenv("REQUESTS_CA_BUNDLE", ca.ca_bundle_path)
+# The session CA of tests/conftest.py, trusted for every test of this module.
+pytestmark = pytest.mark.usefixtures("trust_dev_ca")
 
 
 @pytest.fixture(scope="module")

@@ -28,16 +28,8 @@ OUTSIDER, OUTSIDER_SECRET = "b0000000-0000-4000-8000-0000000000b2", "outsider-se
 
 
 # ---------------------------------------------------------------------------------------------- fixtures
-@pytest.fixture(scope="module")
-def ca() -> Iterator[DevCertificateAuthority]:
-    with DevCertificateAuthority() as authority:
-        yield authority
-
-
-@pytest.fixture(autouse=True)
-def _trust_dev_ca(monkeypatch: pytest.MonkeyPatch, ca: DevCertificateAuthority) -> None:
-    # REQUESTS_CA_BUNDLE is exported on this machine; azure-core's requests transport and MSAL honour it.
-    monkeypatch.setenv("REQUESTS_CA_BUNDLE", ca.ca_bundle_path)
+# The session CA of tests/conftest.py, trusted for every test of this module.
+pytestmark = pytest.mark.usefixtures("trust_dev_ca")
 
 
 @pytest.fixture(scope="module")

@@ -30,15 +30,8 @@ EXCHANGE_SCOPE = f"{FEDERATION_AUDIENCE}/.default"
 
 
 # ---------------------------------------------------------------------------------------------- fixtures
-@pytest.fixture(scope="module")
-def ca() -> Iterator[DevCertificateAuthority]:
-    with DevCertificateAuthority() as authority:
-        yield authority
-
-
-@pytest.fixture(autouse=True)
-def _trust_dev_ca(monkeypatch: pytest.MonkeyPatch, ca: DevCertificateAuthority) -> None:
-    monkeypatch.setenv("REQUESTS_CA_BUNDLE", ca.ca_bundle_path)
+# The session CA of tests/conftest.py, trusted for every test of this module.
+pytestmark = pytest.mark.usefixtures("trust_dev_ca")
 
 
 @pytest.fixture(scope="module")
