@@ -4,30 +4,35 @@ The logic lives in the ``token_broker`` package; this module is the app's one Fu
 Every route accepts every method so that the broker, not the host, answers a wrong method with
 405 and an ``Allow`` header. With ``CALLER_AUTH=function_key`` the token and embed routes are indexed
 with auth level FUNCTION, so the Functions host checks the key before the broker runs; health and the
-OpenAPI description stay anonymous.
+OpenAPI description stay anonymous. ``CALLER_AUTH`` is read only from the app settings (never from
+App Configuration), so the auth level the host enforces and the broker's caller mode always agree; if
+they ever did not, the token routes would answer 503.
 """
 
 import azure.functions as func
 
-from token_broker import handlers
+from token_broker import handlers, redaction
 
+redaction.install()  # first: every log record of the process is redacted, whichever library writes it
 app = func.FunctionApp(http_auth_level=func.AuthLevel.ANONYMOUS)
-handlers.check_settings_at_start()
 
 
-@app.route(route="token", methods=handlers.ALL_METHODS, auth_level=handlers.token_auth_level())
+TOKEN_AUTH_LEVEL = handlers.token_auth_level()  # decided once, from the app settings (CALLER_AUTH)
+
+
+@app.route(route="token", methods=handlers.ALL_METHODS, auth_level=TOKEN_AUTH_LEVEL)
 def token(req: func.HttpRequest) -> func.HttpResponse:
     """Issue a Power BI access token to an authenticated caller."""
     return handlers.token(req)
 
 
-@app.route(route="embed-token", methods=handlers.ALL_METHODS, auth_level=handlers.token_auth_level())
+@app.route(route="embed-token", methods=handlers.ALL_METHODS, auth_level=TOKEN_AUTH_LEVEL)
 def embed_token(req: func.HttpRequest) -> func.HttpResponse:
     """Issue a Power BI embed token for reports the caller may see."""
     return handlers.embed_token(req)
 
 
-@app.route(route="reports/{reportId}/embed", methods=handlers.ALL_METHODS, auth_level=handlers.token_auth_level())
+@app.route(route="reports/{reportId}/embed", methods=handlers.ALL_METHODS, auth_level=TOKEN_AUTH_LEVEL)
 def report_embed(req: func.HttpRequest) -> func.HttpResponse:
     """Issue an embed token and embed URL for one report."""
     return handlers.report_embed(req)
@@ -43,3 +48,6 @@ def health(req: func.HttpRequest) -> func.HttpResponse:
 def openapi(req: func.HttpRequest) -> func.HttpResponse:
     """Serve the OpenAPI 3.1 description of these endpoints."""
     return handlers.openapi(req)
+
+
+handlers.check_settings_at_start()  # after indexing: problems and warnings are logged when the app starts

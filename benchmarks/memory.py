@@ -124,7 +124,7 @@ def run(ctx: RunContext) -> list[Figure]:
                col_mb(bounded, "rss_after_kib"), col_mb(baseline, "rss_after_kib"), name),
         Figure("memory.rss_growth", "RSS growth over those requests (after − after warm-up)", "MB",
                tuple(_growth_mb(r) for r in bounded), tuple(_growth_mb(r) for r in baseline), name),
-        Figure("memory.embed_cached", "Embed tokens held (broker.current_broker().embed.cached_tokens)", "entries",
+        Figure("memory.embed_cached", "Embed tokens held (runtime.current_broker().embed.cached_tokens)", "entries",
                col(bounded, "embed_cached"), col(baseline, "embed_cached"), name, target=exactly_bound),
         Figure("memory.rate_limit_callers", "Rate-limit buckets held (len(broker.rate_limiter))", "entries",
                col(bounded, "rate_limit_callers"), col(baseline, "rate_limit_callers"), name, target=exactly_bound),

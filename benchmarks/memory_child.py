@@ -114,9 +114,9 @@ def main(argv: list[str]) -> int:
             requests += 1
     after = _settled_rss()
 
-    from token_broker import broker
+    from token_broker import runtime
 
-    current = broker.current_broker()
+    current = runtime.current_broker()
     print(json.dumps({
         "rss_start_kib": started, "rss_imported_kib": imported, "rss_before_kib": before, "rss_after_kib": after,
         "peak_rss_kib": peak_rss_kib(), "requests": requests, "embed_cached": current.embed.cached_tokens,

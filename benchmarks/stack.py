@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Self
 from devtools.functions_host import FunctionsHost, HostResponse
 from devtools.offline_stack import OfflineStack
 from devtools.powerbi import PowerBIEmulator
-from token_broker import broker
+from token_broker import runtime
 from token_broker.settings import DEFAULT_SCOPE, SETTING_NAMES
 
 if TYPE_CHECKING:
@@ -91,7 +91,7 @@ class BenchStack:
         self._stack.stop()
         os.environ.pop(_MARGIN, None)
         os.environ.update(self._saved)
-        broker.reset()
+        runtime.reset()
 
     def __enter__(self) -> Self:
         return self.start()
@@ -121,7 +121,7 @@ class BenchStack:
         self.entra.access_token_lifetime = token_lifetime
         self.entra.latency = self.latency
         os.environ[_MARGIN] = str(refresh_margin)
-        broker.reset()  # a new broker: new settings, new MSAL application, empty token cache
+        runtime.reset()  # a new broker: new settings, new MSAL application, empty token cache
         self.entra.reset_counters()
 
     @property
@@ -172,7 +172,7 @@ class BenchStack:
         """Run the in-process broker with ``settings`` on top of the defaults, then put them back."""
         saved = {name: os.environ.get(name) for name in settings}
         os.environ.update(settings)
-        broker.reset()
+        runtime.reset()
         try:
             yield
         finally:
@@ -181,7 +181,7 @@ class BenchStack:
                     os.environ.pop(name, None)
                 else:
                     os.environ[name] = value
-            broker.reset()
+            runtime.reset()
 
     def get_token(self) -> HostResponse:
         """``GET /api/token`` through the host, the way the worker invokes the function."""

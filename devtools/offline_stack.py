@@ -159,9 +159,9 @@ class OfflineStack:
         self.powerbi.add_dataset(WORKSPACE_ID, DATASET_ID, name="Sales")
         self.powerbi.add_report(WORKSPACE_ID, REPORT_ID, name="Sales overview", dataset_id=DATASET_ID)
         self._apply_environ({**self.settings(), "REQUESTS_CA_BUNDLE": self.ca.ca_bundle_path})
-        from token_broker import broker
+        from token_broker import runtime
 
-        broker.reset()
+        runtime.reset()
         if str(ROOT) not in sys.path:
             sys.path.insert(0, str(ROOT))
         app = importlib.import_module("function_app").app

@@ -26,7 +26,7 @@ from devtools.keyvault import KeyVaultEmulator
 from devtools.managed_identity import ManagedIdentity, ManagedIdentityEmulator
 from devtools.powerbi import PowerBIEmulator
 from devtools.tls import DevCertificateAuthority
-from token_broker import broker, platform_identity, redaction
+from token_broker import platform_identity, redaction, runtime
 from token_broker.settings import SETTING_NAMES
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -298,7 +298,14 @@ def embed_settings(entra: EntraEmulator, powerbi: PowerBIEmulator, world: World,
 
 @pytest.fixture(scope="session")
 def host() -> FunctionsHost:
-    import function_app
+    # Indexed as the worker would with no CALLER_AUTH in the app settings: the token routes are ANONYMOUS,
+    # whatever the first test to use the host has set (function_key is tested in its own process).
+    saved = os.environ.pop("CALLER_AUTH", None)
+    try:
+        import function_app
+    finally:
+        if saved is not None:
+            os.environ["CALLER_AUTH"] = saved
 
     return FunctionsHost(function_app.app, route_prefix=route_prefix_from_host_json(ROOT / "host.json"))
 
@@ -318,6 +325,7 @@ class Env:
             "POWERBI_AUTHORITY_HOST": self.entra.base_url,
             "POWERBI_HTTP_TIMEOUT_SECONDS": "5",
             "CALLER_AUTH": "anonymous",
+            "HEALTH_DETAILS": "true",  # as in local development: /api/health names every problem
         }
 
     def set(self, **settings: str | None) -> None:
@@ -328,7 +336,7 @@ class Env:
         for name, value in values.items():
             if value is not None:
                 self.monkeypatch.setenv(name, value)
-        broker.reset()
+        runtime.reset()
 
 
 @pytest.fixture
@@ -336,7 +344,7 @@ def env(monkeypatch: pytest.MonkeyPatch, entra: EntraEmulator) -> Iterator[Env]:
     configured = Env(monkeypatch, entra)
     configured.set()
     yield configured
-    broker.reset()
+    runtime.reset()
 
 
 @pytest.fixture

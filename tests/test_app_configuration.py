@@ -26,7 +26,6 @@ def store(_store_session: AppConfigurationEmulator, app_identity: ManagedIdentit
     store.set("TokenBroker:POWERBI_TENANT_ID", TENANT)
     store.set("TokenBroker:POWERBI_CLIENT_ID", CLIENT_ID)
     store.set("TokenBroker:POWERBI_AUTHORITY_HOST", entra.base_url)
-    store.set("TokenBroker:CALLER_AUTH", "anonymous")
     secret_uri = f"{vault.vault_url}/secrets/powerbi-client-secret"
     store.set_key_vault_reference("TokenBroker:POWERBI_CLIENT_SECRET", secret_uri)
     store.set("TokenBroker:Sentinel", "1")
@@ -37,7 +36,8 @@ def store(_store_session: AppConfigurationEmulator, app_identity: ManagedIdentit
 
 def store_env(env: Env, store: AppConfigurationEmulator, identity: ManagedIdentity, **extra: str | None) -> None:
     env.set(POWERBI_TENANT_ID=None, POWERBI_CLIENT_ID=None, POWERBI_CLIENT_SECRET=None, POWERBI_AUTHORITY_HOST=None,
-            CALLER_AUTH=None, AZURE_APPCONFIG_ENDPOINT=store.endpoint, AZURE_CLIENT_ID=identity.client_id, **extra)
+            CALLER_AUTH="anonymous", AZURE_APPCONFIG_ENDPOINT=store.endpoint, AZURE_CLIENT_ID=identity.client_id,
+            **extra)
 
 
 def test_settings_and_a_key_vault_reference_come_from_the_store(
@@ -80,15 +80,15 @@ def test_a_changed_sentinel_rebuilds_the_broker_with_new_settings(
 ) -> None:
     store_env(env, store, app_identity, AZURE_APPCONFIG_REFRESH_SECONDS="1")
     assert call("GET", "/api/token").status == 200
-    store.set("TokenBroker:CALLER_AUTH", "jwt")  # now needs issuer and audience: the broker must notice
+    store.set("TokenBroker:CALLER_REQUIRED_SCOPES", "access_as_user")  # needs a caller identity: now invalid
     store.set("TokenBroker:Sentinel", "2")
     try:
         time.sleep(1.2)
         call("GET", "/api/health")  # this request performs the due sentinel check
         problem = assert_problem(call("GET", "/api/health"), 503, "configuration_invalid")
-        assert {p["setting"] for p in problem["problems"]} >= {"CALLER_JWT_ISSUER", "CALLER_JWT_AUDIENCE"}
+        assert {p["setting"] for p in problem["problems"]} >= {"CALLER_REQUIRED_SCOPES"}
     finally:
-        store.set("TokenBroker:CALLER_AUTH", "anonymous")
+        store.delete("TokenBroker:CALLER_REQUIRED_SCOPES")
 
 
 def test_store_without_the_reader_role_is_503_naming_the_fix(

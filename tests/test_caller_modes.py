@@ -16,7 +16,7 @@ import pytest
 from devtools.entra import EntraEmulator
 from devtools.functions_host import HostResponse
 from tests.conftest import ROOT, TENANT, Env, assert_problem
-from token_broker import broker
+from token_broker import runtime
 from token_broker.caller_settings import CallerSettings
 from token_broker.easyauth import EasyAuthAuthenticator
 from token_broker.errors import RateLimitedError
@@ -129,7 +129,7 @@ def test_function_key_mode_rejects_required_roles(env: Env, call: Call) -> None:
 
 def test_anonymous_mode_is_logged_as_a_warning_at_start(env: Env, caplog: pytest.LogCaptureFixture) -> None:
     env.set(CALLER_AUTH="anonymous")
-    broker.current_broker()
+    runtime.current_broker()
     assert any(r.levelname == "WARNING" and "CALLER_AUTH=anonymous" in r.getMessage() for r in caplog.records)
 
 
@@ -153,7 +153,7 @@ def test_rate_limit_memory_is_bounded_however_many_callers(env: Env, call: Call)
     for n in range(40):
         headers = {"X-MS-CLIENT-PRINCIPAL": principal(oid=f"0d6f5f0e-1111-4a1a-9999-{n:012d}")}
         assert call("GET", "/api/token", headers=headers).status == 200
-    limiter = broker.current_broker().rate_limiter
+    limiter = runtime.current_broker().rate_limiter
     assert limiter is not None and len(limiter) == 5
 
 

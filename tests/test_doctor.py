@@ -209,11 +209,30 @@ def test_settings_from_local_settings_json_under_the_environment(
 def test_settings_from_app_configuration(
     env: Env, store: AppConfigurationEmulator, app_identity: ManagedIdentity, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    env.set(POWERBI_TENANT_ID=None, POWERBI_CLIENT_ID=None, POWERBI_CLIENT_SECRET=None, CALLER_AUTH=None,
+    env.set(POWERBI_TENANT_ID=None, POWERBI_CLIENT_ID=None, POWERBI_CLIENT_SECRET=None, CALLER_AUTH="function_key",
             AZURE_APPCONFIG_ENDPOINT=store.endpoint, AZURE_CLIENT_ID=app_identity.client_id)
     code, results = checks(capsys)
     assert code == 0, results
     assert results["app_configuration"]["status"] == "pass" and results["token"]["status"] == "pass"
+
+
+def test_caller_auth_only_in_app_configuration_is_reported_as_ignored(
+    env: Env, store: AppConfigurationEmulator, app_identity: ManagedIdentity, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The doctor reads the settings through the app's own pipeline: a bootstrap key in the store does not count."""
+    store.set("TokenBroker:CALLER_AUTH", "function_key")
+    env.set(POWERBI_TENANT_ID=None, POWERBI_CLIENT_ID=None, POWERBI_CLIENT_SECRET=None, CALLER_AUTH=None,
+            AZURE_APPCONFIG_ENDPOINT=store.endpoint, AZURE_CLIENT_ID=app_identity.client_id)
+    try:
+        code, out = doctor(capsys, "--json")
+    finally:
+        store.delete("TokenBroker:CALLER_AUTH")
+    assert code == 1
+    caller_auth = [(r["status"], r["code"], r["detail"])
+                   for r in json.loads(out) if r["check"] == "setting:CALLER_AUTH"]
+    assert [status for status, _, _ in caller_auth] == ["warn", "fail"]
+    assert "TokenBroker:CALLER_AUTH in App Configuration is ignored" in caller_auth[0][2]
+    assert caller_auth[1][1] == "caller_auth_not_configured"
     store.revoke_access(app_identity.principal_id)
     try:
         code, results = checks(capsys)
@@ -392,8 +411,9 @@ def store(_store_session: AppConfigurationEmulator, app_identity: ManagedIdentit
     """A store with the broker's settings and its secret as a Key Vault reference, readable by the app."""
     _store_session.grant_data_reader(app_identity.principal_id)
     for name, value in (("POWERBI_TENANT_ID", TENANT), ("POWERBI_CLIENT_ID", CLIENT_ID), ("Sentinel", "1"),
-                        ("CALLER_AUTH", "function_key"), ("POWERBI_AUTHORITY_HOST", entra.base_url)):
+                        ("POWERBI_AUTHORITY_HOST", entra.base_url)):
         _store_session.set(f"TokenBroker:{name}", value)
+    _store_session.delete("TokenBroker:CALLER_AUTH")
     _store_session.set_key_vault_reference("TokenBroker:POWERBI_CLIENT_SECRET",
                                            f"{vault.vault_url}/secrets/powerbi-client-secret")
     return _store_session

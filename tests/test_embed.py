@@ -14,7 +14,7 @@ from devtools.entra import EntraEmulator
 from devtools.functions_host import HostResponse
 from devtools.powerbi import PowerBIEmulator
 from tests.conftest import ALICE, API, BOB, CACHE_USERS, TENANT, Env, World, assert_problem, embed_settings
-from token_broker import broker
+from token_broker import runtime
 
 Call = Callable[..., HostResponse]
 
@@ -267,7 +267,7 @@ def test_the_embed_cache_is_bounded(embed_env: Env, entra: EntraEmulator, world:
     for username in CACHE_USERS:
         assert embed(call, user(entra, username), reports=[{"id": world.rls_report}],
                      workspaceId=world.sales).status == 200
-    assert broker.current_broker().embed.cached_tokens == 3
+    assert runtime.current_broker().embed.cached_tokens == 3
 
 
 # -- Power BI's errors ----------------------------------------------------------------------------------------------

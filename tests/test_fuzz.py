@@ -444,10 +444,11 @@ def test_the_response_audit_catches_secrets_anywhere_and_tokens_in_errors() -> N
 
 FRESH_PROCESS_LOGGING = '''
 import io, json, logging, os, sys
-from token_broker import broker
 stream = io.StringIO()
 logging.getLogger().addHandler(logging.StreamHandler(stream))
-broker.current_broker()  # the first build of a fresh process: the caller mode's module is imported now
+import function_app  # what the worker does first in a fresh process
+from token_broker import runtime
+runtime.current_broker()  # the first build: the caller mode's module is imported now
 logging.getLogger("token_broker." + sys.argv[1]).warning("leak? %s %s", os.environ["POWERBI_CLIENT_SECRET"],
                                                          "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.c2ln")
 print(json.dumps(stream.getvalue()))

@@ -30,7 +30,8 @@ def test_health_lists_every_problem_by_setting(env: Env, call: Call) -> None:
     env.set(POWERBI_CLIENT_ID="x", POWERBI_CLIENT_SECRET=None, POWERBI_TOKEN_REFRESH_MARGIN_SECONDS="-1")
     problem = assert_problem(call("GET", "/api/health"), 503, "configuration_invalid")
     settings = [p["setting"] for p in problem["problems"]]
-    assert settings == ["POWERBI_CLIENT_ID", "POWERBI_CLIENT_SECRET", "POWERBI_TOKEN_REFRESH_MARGIN_SECONDS"]
+    assert settings == ["POWERBI_CLIENT_ID", "POWERBI_CLIENT_SECRET", "POWERBI_TOKEN_REFRESH_MARGIN_SECONDS",
+                        "CALLER_AUTH"]  # the last: anonymous mode's warning
     assert all(p["message"] for p in problem["problems"])
 
 
@@ -45,7 +46,7 @@ def test_health_reports_unset_caller_auth_and_warnings(env: Env, call: Call) -> 
 def test_health_shows_warnings_when_healthy(env: Env, call: Call) -> None:
     env.set(POWERBI_USERNAME="someone@contoso.com")
     body = call("GET", "/api/health").json()
-    assert [w["setting"] for w in body["warnings"]] == ["POWERBI_USERNAME"]
+    assert [w["setting"] for w in body["warnings"]] == ["POWERBI_USERNAME", "CALLER_AUTH"]
 
 
 @pytest.mark.parametrize(("method", "path", "allow"), [

@@ -66,6 +66,8 @@ OPTIONAL_SETTINGS: dict[str, str] = {
                                       "after importing a certificate into the vault (docs/DEPLOY.md)",
     "POWERBI_CLIENT_CERTIFICATE_SEND_X5C": "only with POWERBI_CLIENT_CERTIFICATE_URI",
     "CALLER_JWT_JWKS_URI": "read from the issuer's discovery document by default",
+    "HEALTH_DETAILS": "local development only: in Azure, /api/health shows details to authenticated callers",
+    "EMBED_ALLOWED_DATASETS": "optional allow-list; the deployment lists workspaces (and reports, if given)",
     "CALLER_JWT_LEEWAY_SECONDS": "tuning; the contract default fits",
     "CALLER_JWT_JWKS_REFRESH_COOLDOWN_SECONDS": "tuning; the contract default fits",
     "CALLER_EASYAUTH_ALLOW_LOCAL": "local development only; must stay unset (false) in Azure",

@@ -31,7 +31,7 @@ from devtools.functions_host import FunctionsHost, HostResponse
 from devtools.offline_stack import OfflineStack
 from tests.conftest import TENANT, Env, assert_problem
 from tests.test_docs import problem_codes_in_code
-from token_broker import broker, errors, handlers
+from token_broker import errors, handlers, runtime
 from token_broker import openapi as served_openapi
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -162,7 +162,7 @@ def test_the_version_is_the_project_version(spec: dict[str, Any]) -> None:
 
 def test_get_openapi_json_serves_the_document_even_when_the_broker_is_not_configured(
         spec: dict[str, Any], call: Call) -> None:
-    broker.reset()  # and no settings at all (the autouse fixture removed them)
+    runtime.reset()  # and no settings at all (the autouse fixture removed them)
     assert call("GET", "/api/health").status == 503
     response = call("GET", "/api/openapi.json", headers={"x-request-id": "openapi-test"})
     assert_conforms(spec, "/api/openapi.json", "get", response)
@@ -224,7 +224,7 @@ def test_paths_and_methods_agree_with_the_indexed_routes(spec: dict[str, Any], h
 
 
 def test_the_health_enums_are_the_settings_choices(spec: dict[str, Any]) -> None:
-    from token_broker.caller_settings import CALLER_AUTH_MODES
+    from token_broker.bootstrap import CALLER_AUTH_MODES
     from token_broker.clouds import CLOUD_NAMES
     from token_broker.settings import GRANT_TYPES
 
@@ -387,7 +387,7 @@ def _live_stack() -> Iterator[OfflineStack]:
         stack.powerbi.add_report(offline_stack.WORKSPACE_ID, example_report, name="Example",
                                  dataset_id=offline_stack.DATASET_ID)
         yield stack
-    broker.reset()
+    runtime.reset()
 
 
 @pytest.fixture
@@ -396,9 +396,9 @@ def live_url(_live_stack: OfflineStack, monkeypatch: pytest.MonkeyPatch) -> Iter
     for name, value in _live_stack.settings().items():
         monkeypatch.setenv(name, value)
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", _live_stack.ca.ca_bundle_path)
-    broker.reset()
+    runtime.reset()
     yield _live_stack.url
-    broker.reset()
+    runtime.reset()
 
 
 @live_schema.parametrize()

@@ -1,11 +1,12 @@
-"""Settings from an Azure App Configuration store, under the environment (``AZURE_APPCONFIG_*``).
+"""Settings from an Azure App Configuration store, reached through the bootstrap settings (``AZURE_APPCONFIG_*``).
 
 When ``AZURE_APPCONFIG_ENDPOINT`` is set, key-values named ``TokenBroker:<SETTING>`` (unlabeled, then
 ``AZURE_APPCONFIG_LABEL``, which wins) are loaded with Microsoft's provider library and the app's
 identity; Key Vault references among them are resolved with the same identity. App settings in the
-environment win over the store. Every ``AZURE_APPCONFIG_REFRESH_SECONDS`` the sentinel key
-``TokenBroker:Sentinel`` is checked; when it changed, everything is reloaded and the broker rebuilt.
-The provider is imported only when a store is configured.
+environment win over the store, and bootstrap settings (:mod:`token_broker.bootstrap`) are never taken
+from it. Every ``AZURE_APPCONFIG_REFRESH_SECONDS`` the sentinel key ``TokenBroker:Sentinel`` is checked;
+when it changed, everything is reloaded and the broker rebuilt. The provider is imported only when a
+store is configured.
 """
 
 from __future__ import annotations
@@ -13,42 +14,26 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Mapping
 from typing import Any
 
-from . import platform_identity
+from .bootstrap import STORE_KEY_PREFIX, Bootstrap
 from .errors import AppConfigurationError, BrokerError
-from .setting_reader import SettingSpec
 
 log = logging.getLogger(__name__)
 
-KEY_PREFIX = "TokenBroker:"
+KEY_PREFIX = STORE_KEY_PREFIX
 SENTINEL_KEY = KEY_PREFIX + "Sentinel"
 STARTUP_TIMEOUT_SECONDS = 10
 RETRY_AFTER_FAILURE_SECONDS = 30.0
 
-APPCONFIG_SETTINGS: tuple[SettingSpec, ...] = (
-    SettingSpec("AZURE_APPCONFIG_ENDPOINT", "App Configuration store to load TokenBroker:* settings from."),
-    SettingSpec("AZURE_APPCONFIG_LABEL", "Label whose key-values override the unlabeled ones."),
-    SettingSpec("AZURE_APPCONFIG_REFRESH_SECONDS", "How often the sentinel key is checked for changes.", "60"),
-)
-
-
-def _refresh_seconds(environ: Mapping[str, str]) -> float:
-    try:
-        return max(1.0, float(environ.get("AZURE_APPCONFIG_REFRESH_SECONDS") or 60))
-    except ValueError:
-        return 60.0
-
-
 class AppConfigurationSource:
     """The store's settings, loaded once and refreshed through the sentinel key."""
 
-    def __init__(self, environ: Mapping[str, str]) -> None:
-        self.endpoint = str(environ["AZURE_APPCONFIG_ENDPOINT"]).strip().rstrip("/")
-        self._label = (environ.get("AZURE_APPCONFIG_LABEL") or "").strip() or None
-        self._identity = (environ.get("AZURE_CLIENT_ID") or "").strip() or None
-        self._interval = _refresh_seconds(environ)
+    def __init__(self, endpoint: str, bootstrap: Bootstrap) -> None:
+        self.endpoint = endpoint.rstrip("/")
+        self._label = bootstrap.appconfig_label
+        self._identity = bootstrap.app_identity
+        self._interval = float(bootstrap.appconfig_refresh_seconds)
         self._provider: Any = None
         self._changed = False
         self._failed_at: float | None = None
@@ -88,7 +73,7 @@ class AppConfigurationSource:
             raise self._error()
         from azure.appconfiguration.provider import SettingSelector, WatchKey, load
 
-        credential = platform_identity.platform_credential(self._identity)
+        credential = self._identity.credential()
         selects = [SettingSelector(key_filter=KEY_PREFIX + "*")]
         if self._label:
             selects.append(SettingSelector(key_filter=KEY_PREFIX + "*", label_filter=self._label))
@@ -114,14 +99,7 @@ class AppConfigurationSource:
     def _error(self) -> AppConfigurationError:
         return AppConfigurationError(
             f"Settings could not be loaded from {self.endpoint}. Check that the app's identity "
-            f"({platform_identity.describe(self._identity)}) has the 'App Configuration Data Reader' role on the "
+            f"({self._identity.describe()}) has the 'App Configuration Data Reader' role on the "
             "store, that the endpoint is right and reachable, and, for Key Vault references in the store, that "
             "the identity may read those secrets. Retrying every 30 seconds.",
             setting="AZURE_APPCONFIG_ENDPOINT", retry_after=int(RETRY_AFTER_FAILURE_SECONDS))
-
-
-def merged_settings(environ: Mapping[str, str], source: AppConfigurationSource | None) -> Mapping[str, str]:
-    """The settings the broker uses: the store's, overridden by every non-blank environment value."""
-    if source is None:
-        return environ
-    return {**source.values(), **{k: v for k, v in environ.items() if v.strip()}}

@@ -1,31 +1,27 @@
-"""The process-wide broker: settings, credential, token service and caller authentication, built once.
+"""The broker: settings, credential, token service, embed service and caller authentication, built together.
 
-The Functions host keeps one Python process alive across invocations; everything expensive (MSAL
-applications, cached tokens) lives here and is created lazily on first use. Settings are read from
-the environment, which is where the platform puts app settings.
+:meth:`Broker.build` turns one validated :class:`~token_broker.settings.Settings` into everything a
+request needs, without a network call. The process lifecycle (when to build, when to rebuild) is
+:mod:`token_broker.runtime`'s job.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import threading
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import azure.functions as func
 
 from . import redaction
-from .app_configuration import AppConfigurationSource, merged_settings
 from .callers import Caller, CallerAuthenticator, authorize, build_authenticator
 from .credentials import ClientCredential, build_client_credential, build_password_source
 from .embed import EmbedService
-from .errors import CallerAuthenticationError, ConfigurationError, SettingProblem
+from .errors import ConfigurationError, SettingProblem
 from .powerbi_client import PowerBIClient
 from .rate_limit import RateLimiter
-from .settings import Settings, load_settings
-from .tokens import AccessToken, TokenService
+from .settings import Settings
+from .tokens import TokenService
 
 log = logging.getLogger(__name__)
 
@@ -40,20 +36,19 @@ class Broker:
     callers: CallerAuthenticator
     embed: EmbedService
     rate_limiter: RateLimiter | None = None
+    settings_source: str = "app settings"
+    #: How the token routes were indexed (True: auth level FUNCTION); None when not indexed by function_app.
+    indexed_function_key: bool | None = None
 
     @classmethod
-    def from_environ(cls, environ: Mapping[str, str]) -> Broker:
-        """Validate the settings in ``environ`` and build the broker (no network call)."""
-        settings = load_settings(environ)
+    def build(cls, settings: Settings, *, indexed_function_key: bool | None = None,
+              settings_source: str = "app settings") -> Broker:
+        """Build the broker for ``settings`` (no network call)."""
         credential = build_client_credential(settings)
         redaction.register_secrets(settings.secret_values)
-        redaction.install()
         for warning in settings.warnings:
             log.warning("Setting %s: %s", warning.setting, warning.message)
-        authenticator = build_authenticator(
-            settings.callers, timeout=settings.http_timeout_seconds, grant_type=settings.grant_type
-        )
-        redaction.install()  # again: the caller mode's module (jwt_auth, easyauth) and its logger were just created
+        authenticator = build_authenticator(settings.callers, timeout=settings.http_timeout_seconds)
         limits = settings.callers
         limiter = (
             RateLimiter(limits.rate_limit_per_minute, max_callers=limits.rate_limit_max_callers)
@@ -62,36 +57,27 @@ class Broker:
         )
         tokens = TokenService(settings, credential, password=build_password_source(settings))
         embed = EmbedService(settings, tokens, PowerBIClient(settings.api_url, timeout=settings.http_timeout_seconds))
-        return cls(settings, credential, tokens, authenticator, embed, limiter)
+        broker = cls(settings, credential, tokens, authenticator, embed, limiter, settings_source, indexed_function_key)
+        for problem in broker.problems():
+            log.error("Setting %s: %s", problem.setting, problem.message)
+        return broker
 
     def authenticate(self, req: func.HttpRequest) -> Caller:
         """The verified, authorized, rate-limited caller of ``req`` (401/403/429/503 otherwise)."""
+        mismatch = self._auth_level_problem()
+        if mismatch is not None:
+            raise ConfigurationError([mismatch], code="caller_auth_level_mismatch")
         caller = self.callers.authenticate(req)
         if self.rate_limiter is not None:
             self.rate_limiter.check(caller.key)
         authorize(caller, self.settings.callers)
         return caller
 
-    def token_for(self, caller: Caller) -> AccessToken:
-        """A Power BI access token for ``caller`` under the configured grant type."""
-        grant_type = self.settings.grant_type
-        if grant_type == "client_credentials":
-            return self.tokens.service_principal_token()
-        if grant_type == "password":
-            return self.tokens.master_user_token()
-        if caller.bearer_token is None:
-            raise CallerAuthenticationError(
-                "POWERBI_GRANT_TYPE=on_behalf_of needs the signed-in user's access token for this API in "
-                "'Authorization: Bearer <token>'.",
-                code="caller_token_missing",
-            )
-        return self.tokens.on_behalf_of_token(caller.bearer_token, assertion_expires_on=caller.bearer_expires_on)
-
     def health(self) -> dict[str, Any]:
-        """Non-secret facts about the configuration for /api/health."""
+        """Non-secret facts about the configuration for /api/health (callers that may see details)."""
         return {
             "status": "ok",
-            "settingsSource": "app settings + App Configuration" if _store is not None else "app settings",
+            "settingsSource": self.settings_source,
             "cloud": self.settings.cloud.name,
             "grantType": self.settings.grant_type,
             "callerAuth": self.callers.mode,
@@ -106,60 +92,20 @@ class Broker:
         if self.settings.caller_auth is None:
             return [SettingProblem("CALLER_AUTH", "CALLER_AUTH is not set, so token endpoints answer 503: set it to "
                                    "jwt (single-page apps), easyauth, function_key or, deliberately, anonymous.")]
-        return []
+        mismatch = self._auth_level_problem()
+        return [mismatch] if mismatch is not None else []
 
-
-_lock = threading.Lock()
-_current: Broker | ConfigurationError | None = None
-_store: AppConfigurationSource | None = None
-
-
-def current_broker() -> Broker:
-    """The broker for this process, built on first use; raises :class:`ConfigurationError` when invalid.
-
-    With an App Configuration store, a due sentinel check runs first (one request, on one thread at a
-    time); when the store's settings changed, the broker is rebuilt from them.
-    """
-    state = _current
-    store = _store
-    if store is not None and store.refresh_due() and store.refresh():
-        _forget_broker()
-        state = None
-    if state is None:
-        state = _build()
-    if isinstance(state, ConfigurationError):
-        # A new instance each time: re-raising one instance would grow its traceback forever.
-        raise ConfigurationError(state.problems)
-    return state
-
-
-def _build() -> Broker | ConfigurationError:
-    global _current, _store
-    with _lock:
-        if _current is None:
-            environ: Mapping[str, str] = os.environ
-            if (environ.get("AZURE_APPCONFIG_ENDPOINT") or "").strip():
-                if _store is None:
-                    _store = AppConfigurationSource(environ)
-                environ = merged_settings(environ, _store)  # AppConfigurationError (503) is not cached
-            try:
-                _current = Broker.from_environ(environ)
-            except ConfigurationError as err:
-                for problem in err.problems:
-                    log.error("Setting %s: %s", problem.setting, problem.message)
-                _current = err
-        return _current
-
-
-def _forget_broker() -> None:
-    global _current
-    with _lock:
-        _current = None
-
-
-def reset() -> None:
-    """Forget the broker and any settings store so that the next request reads the settings again."""
-    global _store
-    _forget_broker()
-    with _lock:
-        _store = None
+    def _auth_level_problem(self) -> SettingProblem | None:
+        # function_key trusts the host to have checked a key: only true if the routes were indexed FUNCTION.
+        wants_key = self.settings.caller_auth == "function_key"
+        if self.indexed_function_key is None and not wants_key:
+            return None  # not indexed through function_app (tools); nothing relies on the host here
+        if self.indexed_function_key == wants_key:
+            return None
+        indexed = "FUNCTION" if self.indexed_function_key else ("ANONYMOUS" if self.indexed_function_key is False
+                                                               else "an unknown level")
+        return SettingProblem("CALLER_AUTH", f"CALLER_AUTH={self.settings.caller_auth}, but the token routes were "
+                              f"indexed with auth level {indexed} when the app started, so the Functions host "
+                              f"{'does not check' if wants_key else 'checks'} function keys. Put CALLER_AUTH in the "
+                              "function app's own app settings (never only in App Configuration) and restart the app "
+                              "so that the routes are indexed again.")

@@ -57,7 +57,8 @@ class _Flight(Generic[V]):
             raise UpstreamTimeoutError("The token request already in progress did not finish in time.")
         if self.error is not None:
             raise self.error
-        assert self.value is not None
+        if self.value is None:  # done is set only after value or error
+            raise UpstreamTimeoutError("The token request already in progress ended without a token.")
         return self.value
 
 
@@ -161,11 +162,10 @@ class RefreshingCache(Generic[V]):
             if fresh is not None:
                 return fresh
             value = entry.value
-            stale_ok = self._usable(value, now)
+            stale = value if value is not None and self._usable(value, now) else None
             if entry.flight is None:
-                if stale_ok and now < entry.retry_not_before:
-                    assert value is not None
-                    return value  # backing off after a failed refresh
+                if stale is not None and now < entry.retry_not_before:
+                    return stale  # backing off after a failed refresh
                 flight: _Flight[V] = _Flight()
                 entry.flight = flight
                 leader = True
@@ -173,11 +173,10 @@ class RefreshingCache(Generic[V]):
                 flight = entry.flight
                 leader = False
         if not leader:
-            if stale_ok and not min_remaining:
-                assert value is not None
-                return value  # someone is refreshing; the current value is still good
+            if stale is not None and not min_remaining:
+                return stale  # someone is refreshing; the current value is still good
             return flight.wait(self._wait_timeout)
-        return self._lead(key, entry, flight, fetch, value if stale_ok else None, min_remaining)
+        return self._lead(key, entry, flight, fetch, stale, min_remaining)
 
     def _lead(self, key: Hashable, entry: _Entry[V], flight: _Flight[V], fetch: Callable[[], V], stale: V | None,
               min_remaining: float) -> V:

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 
-from .setting_reader import SettingReader, SettingSpec, shorten
+from .bootstrap import Bootstrap
+from .setting_reader import SettingReader, SettingSpec
 
-CALLER_AUTH_MODES = ("anonymous", "jwt", "easyauth", "function_key")
 DEFAULT_USERNAME_CLAIM = "preferred_username"
 
 CALLER_SETTINGS: tuple[SettingSpec, ...] = (
-    SettingSpec("CALLER_AUTH", "How callers are authenticated: jwt | easyauth | function_key | anonymous."),
     SettingSpec("CALLER_JWT_ISSUER", "jwt: the token issuer (iss), e.g. https://login.microsoftonline.com/<tid>/v2.0."),
     SettingSpec("CALLER_JWT_AUDIENCE", "jwt: accepted audiences (aud), comma separated."),
     SettingSpec("CALLER_JWT_JWKS_URI", "jwt: the signing keys' URL; default from the issuer's discovery document."),
@@ -24,10 +22,6 @@ CALLER_SETTINGS: tuple[SettingSpec, ...] = (
     SettingSpec("CALLER_RATE_LIMIT_PER_MINUTE", "Token requests per caller per minute; 0 turns it off.", "0"),
     SettingSpec("CALLER_RATE_LIMIT_MAX_CALLERS", "Most callers whose rate-limit state is kept in memory.", "10000"),
 )
-
-#: Environment variables the platform sets; read, never configured by you.
-PLATFORM_VARIABLES = ("WEBSITE_SITE_NAME", "WEBSITE_INSTANCE_ID", "WEBSITE_AUTH_ENABLED")
-
 
 @dataclass(frozen=True)
 class CallerSettings:
@@ -47,14 +41,14 @@ class CallerSettings:
     rate_limit_max_callers: int = 10000
 
 
-def on_app_service(environ: Mapping[str, str]) -> bool:
-    """True when running on App Service / Azure Functions (the platform sets these variables)."""
-    return bool(environ.get("WEBSITE_SITE_NAME") and environ.get("WEBSITE_INSTANCE_ID"))
+def read_caller_settings(read: SettingReader, *, bootstrap: Bootstrap, client_id: str | None,
+                         grant_type: str) -> CallerSettings:
+    """Read and validate the ``CALLER_*`` settings, adding problems to ``read``.
 
-
-def read_caller_settings(read: SettingReader, *, client_id: str | None, grant_type: str) -> CallerSettings:
-    """Read and validate the ``CALLER_*`` settings, adding problems to ``read``."""
-    mode = read.choice("CALLER_AUTH", CALLER_AUTH_MODES)
+    ``CALLER_AUTH`` itself is a bootstrap setting (it decides how the routes are indexed): it comes from
+    ``bootstrap``, never from the settings store.
+    """
+    mode = bootstrap.caller_auth
     allow_local = read.flag("CALLER_EASYAUTH_ALLOW_LOCAL")
     issuer = audiences = jwks_uri = None
     if mode == "jwt":
@@ -71,14 +65,23 @@ def read_caller_settings(read: SettingReader, *, client_id: str | None, grant_ty
             read.problem("CALLER_JWT_AUDIENCE", "on_behalf_of exchanges the caller's token, which Azure AD accepts "
                          f"only when its audience is this app: add api://{client_id} to CALLER_JWT_AUDIENCE.")
     elif mode == "easyauth":
-        environ = read.environ
-        if not on_app_service(environ) and not allow_local:
+        platform = bootstrap.platform
+        if not platform.on_app_service and not allow_local:
             read.problem("CALLER_AUTH", "CALLER_AUTH=easyauth trusts the X-MS-CLIENT-PRINCIPAL header, which only "
                          "App Service Authentication can vouch for, and this app is not running on App Service. "
                          "Set CALLER_EASYAUTH_ALLOW_LOCAL=true for local development only.")
-        elif on_app_service(environ) and (environ.get("WEBSITE_AUTH_ENABLED") or "").lower() == "false":
-            read.problem("CALLER_AUTH", "CALLER_AUTH=easyauth, but App Service Authentication is disabled "
-                         "(WEBSITE_AUTH_ENABLED=false): anyone could forge X-MS-CLIENT-PRINCIPAL. Enable it.")
+        elif platform.on_app_service and not platform.authentication_enabled:
+            # The platform sets WEBSITE_AUTH_ENABLED=True only while Authentication is on; absent means off.
+            read.problem("CALLER_AUTH", "CALLER_AUTH=easyauth, but App Service Authentication is not enabled "
+                         "(WEBSITE_AUTH_ENABLED is not true), so anyone could forge X-MS-CLIENT-PRINCIPAL. Turn on "
+                         "Authentication with the Microsoft provider and 'Require authentication' (the infra does "
+                         "this for callerAuth='easyauth').")
+    if mode == "anonymous":
+        whose = "the signed-in user" if grant_type == "on_behalf_of" else "the configured identity"
+        read.problem("CALLER_AUTH", "CALLER_AUTH=anonymous: anyone who can reach this function gets a Power BI token "
+                     f"with the rights of {whose}. Use it only behind another gate (private network, API "
+                     "Management), or use CALLER_AUTH=jwt.",
+                     severity="warning")
     if grant_type == "on_behalf_of" and mode in ("easyauth", "function_key"):
         read.problem("CALLER_AUTH", f"POWERBI_GRANT_TYPE=on_behalf_of needs the caller's Azure AD token: use "
                      f"CALLER_AUTH=jwt, not {mode}.")
@@ -89,7 +92,7 @@ def read_caller_settings(read: SettingReader, *, client_id: str | None, grant_ty
     username_claim = read.raw("CALLER_USERNAME_CLAIM") or DEFAULT_USERNAME_CLAIM
     if not username_claim.replace("_", "").replace(".", "").replace(":", "").replace("/", "").isalnum():
         read.problem("CALLER_USERNAME_CLAIM",
-                     f"CALLER_USERNAME_CLAIM is not a claim name: '{shorten(username_claim)}'.")
+                     "CALLER_USERNAME_CLAIM is not a claim name (letters, digits, _ . : / only).")
     return CallerSettings(
         mode=mode,
         jwt_issuer=issuer,

@@ -7,6 +7,7 @@ Handlers receive a :class:`Caller` and never read identity from a request body o
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -19,6 +20,9 @@ from .errors import CallerAuthNotConfiguredError, CallerForbiddenError
 from .http import bearer_token
 
 log = logging.getLogger(__name__)
+
+#: Caller modes whose identity is verified (by signature, or by the platform).
+VERIFIED_MODES = frozenset({"jwt", "easyauth"})
 
 
 @dataclass(frozen=True)
@@ -42,6 +46,27 @@ class Caller:
     bearer_expires_on: float | None = None
     #: All verified claims (e.g. for ``EMBED_RLS_CUSTOM_DATA_CLAIM``); empty for modes without claims.
     claims: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False, hash=False)
+
+    @property
+    def verified(self) -> bool:
+        """True when the identity was verified (a signed token, or App Service Authentication)."""
+        return self.mode in VERIFIED_MODES
+
+    @property
+    def principal(self) -> str | None:
+        """Whose credential a value obtained for this caller was minted with, for cache keys.
+
+        A verified caller is its tenant + object id (else its subject); an unverified one that presents
+        a bearer token (anonymous mode, on-behalf-of) is the SHA-256 of that token, which only its holder
+        can present again. None when there is nothing to tell callers apart.
+        """
+        if self.verified and self.object_id:
+            return f"oid:{self.tenant_id or '-'}/{self.object_id}"
+        if self.verified and self.subject:
+            return f"sub:{self.subject}"
+        if self.bearer_token:
+            return "sha256:" + hashlib.sha256(self.bearer_token.encode()).hexdigest()
+        return None
 
     @property
     def key(self) -> str:
@@ -117,7 +142,7 @@ def authorize(caller: Caller, settings: CallerSettings) -> None:
         )
 
 
-def build_authenticator(settings: CallerSettings, *, timeout: float, grant_type: str) -> CallerAuthenticator:
+def build_authenticator(settings: CallerSettings, *, timeout: float) -> CallerAuthenticator:
     """The authenticator for ``CALLER_AUTH``."""
     if settings.mode == "jwt":
         from .jwt_auth import JwtAuthenticator
@@ -129,12 +154,7 @@ def build_authenticator(settings: CallerSettings, *, timeout: float, grant_type:
         return EasyAuthAuthenticator(settings)
     if settings.mode == "function_key":
         return FunctionKeyAuthenticator()
-    if settings.mode == "anonymous":
-        log.warning(
-            "CALLER_AUTH=anonymous: anyone who can reach this function gets a Power BI token with the "
-            "rights of %s. Use it only behind another gate.",
-            "the signed-in user" if grant_type == "on_behalf_of" else "the configured identity",
-        )
+    if settings.mode == "anonymous":  # a warning of the settings, logged and on /api/health
         return AnonymousAuthenticator()
     return NotConfiguredAuthenticator()
 

@@ -12,7 +12,8 @@ import re
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-from .setting_reader import SettingReader, SettingSpec, is_guid, shorten
+from .platform_identity import AppIdentity
+from .setting_reader import SettingReader, SettingSpec
 
 CREDENTIAL_SETTINGS: tuple[SettingSpec, ...] = (
     SettingSpec("POWERBI_CLIENT_SECRET_URI", "Key Vault secret identifier of the client secret, read at run time."),
@@ -21,7 +22,6 @@ CREDENTIAL_SETTINGS: tuple[SettingSpec, ...] = (
     SettingSpec("POWERBI_CLIENT_CERTIFICATE_SEND_X5C", "Send the certificate chain (subject name/issuer auth).",
                 "false"),
     SettingSpec("POWERBI_CLIENT_ASSERTION", "managed_identity: no secret; federate with the managed identity."),
-    SettingSpec("AZURE_CLIENT_ID", "Client ID of the user-assigned managed identity to use (Key Vault, federation)."),
 )
 
 CLIENT_CREDENTIAL_SETTINGS = ("POWERBI_CLIENT_SECRET", "POWERBI_CLIENT_SECRET_URI", "POWERBI_CLIENT_CERTIFICATE_URI",
@@ -40,7 +40,8 @@ class CredentialSettings:
     send_x5c: bool = False
     password: str | None = field(default=None, repr=False)
     password_uri: str | None = None
-    managed_identity_client_id: str | None = None
+    #: The app's own identity (Key Vault, federation): from the bootstrap settings.
+    identity: AppIdentity = field(default_factory=AppIdentity)
 
 
 def _key_vault_secret_uri(read: SettingReader, name: str) -> str | None:
@@ -51,12 +52,12 @@ def _key_vault_secret_uri(read: SettingReader, name: str) -> str | None:
     if parts.scheme != "https" or not parts.hostname or not _SECRET_PATH.match(parts.path) or parts.query:
         hint = " Use the secret behind the certificate: .../secrets/<name>." if "/certificates/" in value else ""
         read.problem(name, f"{name} must be a Key Vault secret identifier such as "
-                     f"https://<vault>.vault.azure.net/secrets/<name>[/<version>]; it is '{shorten(value)}'.{hint}")
+                     f"https://<vault>.vault.azure.net/secrets/<name>[/<version>].{hint}")
         return None
     return value.rstrip("/")
 
 
-def read_credential_settings(read: SettingReader, *, grant_type: str) -> CredentialSettings:
+def read_credential_settings(read: SettingReader, *, grant_type: str, identity: AppIdentity) -> CredentialSettings:
     """Read and validate the credential settings, adding problems to ``read``."""
     configured = [name for name in CLIENT_CREDENTIAL_SETTINGS if read.is_set(name)]
     if not configured:
@@ -73,10 +74,6 @@ def read_credential_settings(read: SettingReader, *, grant_type: str) -> Credent
     if send_x5c and not read.is_set("POWERBI_CLIENT_CERTIFICATE_URI"):
         read.problem("POWERBI_CLIENT_CERTIFICATE_SEND_X5C", "POWERBI_CLIENT_CERTIFICATE_SEND_X5C only applies to "
                      "POWERBI_CLIENT_CERTIFICATE_URI; remove it.", severity="warning")
-    identity = read.raw("AZURE_CLIENT_ID")
-    if identity is not None and not is_guid(identity):
-        read.problem("AZURE_CLIENT_ID", f"AZURE_CLIENT_ID must be the client ID GUID of the user-assigned managed "
-                     f"identity; it is '{shorten(identity)}'.")
     password = password_uri = None
     if grant_type == "password":
         if read.is_set("POWERBI_PASSWORD") and read.is_set("POWERBI_PASSWORD_URI"):
@@ -97,5 +94,5 @@ def read_credential_settings(read: SettingReader, *, grant_type: str) -> Credent
     return CredentialSettings(kind=kind, client_secret=secret, client_secret_uri=secret_uri,
                               certificate_uri=certificate_uri,
                               send_x5c=send_x5c, password=password, password_uri=password_uri,
-                              managed_identity_client_id=identity)
+                              identity=identity)
 

@@ -14,9 +14,10 @@ import hashlib
 import logging
 from typing import Any, Protocol
 
-from . import platform_identity, redaction
-from .errors import CredentialError
+from . import redaction
+from .errors import ConfigurationError, CredentialError, SettingProblem
 from .key_vault import KeyVaultSecret, StaticSecret
+from .platform_identity import AppIdentity
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -127,17 +128,16 @@ class ManagedIdentityAssertion:
 
     kind = "managed identity federation"
 
-    def __init__(self, *, audience: str, identity_client_id: str | None) -> None:
+    def __init__(self, *, audience: str, identity: AppIdentity) -> None:
         self._scope = audience + "/.default"
-        self._identity_client_id = identity_client_id
+        self._identity = identity
 
     def __repr__(self) -> str:
         return f"ManagedIdentityAssertion(scope={self._scope})"
 
     def assertion(self) -> str:
         """A managed-identity token for the token exchange audience (cached by azure-identity)."""
-        credential = platform_identity.platform_credential(self._identity_client_id)
-        return str(credential.get_token(self._scope).token)
+        return str(self._identity.credential().get_token(self._scope).token)
 
     def for_msal(self) -> dict[str, Any]:
         return {"client_assertion": self.assertion}
@@ -148,10 +148,10 @@ class ManagedIdentityAssertion:
 
 def _source(settings: Settings, value: str | None, uri: str | None, *, setting: str, uri_setting: str) -> SecretSource:
     if uri:
-        identity = settings.credentials.managed_identity_client_id
-        return KeyVaultSecret(uri, setting=uri_setting, identity_client_id=identity,
+        return KeyVaultSecret(uri, setting=uri_setting, identity=settings.credentials.identity,
                               timeout=settings.http_timeout_seconds)
-    assert value is not None
+    if value is None:
+        raise ConfigurationError([SettingProblem(setting, f"{setting} is not set.")])
     return StaticSecret(value, setting=setting)
 
 
@@ -159,12 +159,11 @@ def build_client_credential(settings: Settings) -> ClientCredential:
     """The client credential the settings describe (validated by :func:`load_settings`)."""
     config = settings.credentials
     if config.kind == "managed_identity":
-        return ManagedIdentityAssertion(audience=settings.cloud.token_exchange_audience,
-                                        identity_client_id=config.managed_identity_client_id)
+        return ManagedIdentityAssertion(audience=settings.cloud.token_exchange_audience, identity=config.identity)
     if config.kind == "certificate_uri":
-        assert config.certificate_uri is not None
         return CertificateCredential(
-            _source(settings, None, config.certificate_uri, setting="", uri_setting="POWERBI_CLIENT_CERTIFICATE_URI"),
+            _source(settings, None, config.certificate_uri, setting="POWERBI_CLIENT_CERTIFICATE_URI",
+                    uri_setting="POWERBI_CLIENT_CERTIFICATE_URI"),
             send_x5c=config.send_x5c)
     return ClientSecretCredential(_source(settings, config.client_secret, config.client_secret_uri,
                                           setting="POWERBI_CLIENT_SECRET", uri_setting="POWERBI_CLIENT_SECRET_URI"))

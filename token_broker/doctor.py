@@ -162,6 +162,7 @@ def _register_secrets(settings: Mapping[str, str], user_token: str | None) -> No
     from .settings import SECRET_SETTINGS
 
     redaction.register_secrets([*(settings.get(name) for name in SECRET_SETTINGS), user_token])
+    redaction.install()  # as the app does at start: every record, the azure SDKs' included
 
 
 @contextmanager
@@ -170,9 +171,6 @@ def _logging(*, verbose: bool) -> Iterator[None]:
     root = logging.getLogger()
     handler: logging.Handler = logging.StreamHandler(sys.stderr) if verbose else logging.NullHandler()
     if verbose:
-        from .redaction import RedactingFilter
-
-        handler.addFilter(RedactingFilter())  # on the handler: it sees the azure SDKs' records too
         handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
     level = root.level
     root.addHandler(handler)

@@ -7,7 +7,7 @@
    row-level security can get the effective identity embed tokens need.
 
 A stage runs only when the one before it passed; the stages left are listed as skipped. Everything goes
-through the product's own classes (:class:`~token_broker.broker.Broker`, ``platform_identity``,
+through the product's own settings pipeline and classes (:class:`~token_broker.broker.Broker`, the app's identity,
 :class:`~token_broker.powerbi_client.PowerBIClient`), so the doctor meets exactly what the app meets, and
 each failure carries the product's own problem ``code`` and fix.
 
@@ -24,12 +24,13 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from . import platform_identity
 from .doctor import FAIL, OK, SKIP, WARN, Check, failed
 from .errors import BrokerError, ConfigurationError, CredentialError, SettingProblem
 
 if TYPE_CHECKING:
+    from .bootstrap import Bootstrap
     from .broker import Broker
+    from .platform_identity import AppIdentity
     from .powerbi_client import PowerBIClient, ReportInfo
     from .settings import Settings
     from .tokens import AccessToken
@@ -76,6 +77,7 @@ class Doctor:
         self.user_token = user_token
         self.results: list[Check] = []
         self._effective: Mapping[str, str] = environ  # with App Configuration's values, once loaded
+        self._store: Mapping[str, str] | None = None
 
     def add(self, check: Check) -> None:
         self.results.append(check)
@@ -100,17 +102,18 @@ class Doctor:
     # -- 1. settings ------------------------------------------------------------------------------
 
     def _settings(self) -> Broker | None:
-        environ = self.environ
-        if (environ.get("AZURE_APPCONFIG_ENDPOINT") or "").strip():
-            merged = self._app_configuration(environ)
-            if merged is None:
-                return None
-            environ = self._effective = merged
+        from .bootstrap import merge_store, read_bootstrap
         from .broker import Broker
-        from .settings import SETTING_NAMES
+        from .settings import SETTING_NAMES, load_settings
 
+        bootstrap = read_bootstrap(self.environ)  # as the app reads them: from the environment only
+        if bootstrap.appconfig_endpoint and not self._app_configuration(bootstrap.appconfig_endpoint, bootstrap):
+            return None
+        environ = self._effective = merge_store(self.environ, self._store)[0]
         try:
-            broker = Broker.from_environ(environ)  # load_settings, then everything the app builds from them
+            # The app's pipeline, then everything the app builds from the settings, indexed as the app would be.
+            settings = load_settings(self.environ, store=self._store, bootstrap=bootstrap)
+            broker = Broker.build(settings, indexed_function_key=bootstrap.token_routes_need_function_key)
         except ConfigurationError as err:
             for problem in err.problems:
                 self.add(_setting_check(problem))
@@ -130,25 +133,21 @@ class Doctor:
         for problem in broker.problems():
             self.add(Check(f"setting:{problem.setting}", FAIL, problem.message, problem.message + " Set it to jwt "
                            "(recommended), easyauth, function_key or anonymous.", "caller_auth_not_configured"))
-        if settings.caller_auth == "anonymous":
-            self.add(Check("setting:CALLER_AUTH", WARN, "CALLER_AUTH=anonymous: anyone who can reach the function "
-                           "gets a Power BI token.", "Use CALLER_AUTH=jwt, or keep the function behind another "
-                           "gate (private network, API Management)."))
         return broker
 
-    def _app_configuration(self, environ: Mapping[str, str]) -> Mapping[str, str] | None:
-        from .app_configuration import AppConfigurationSource, merged_settings
+    def _app_configuration(self, endpoint: str, bootstrap: Bootstrap) -> bool:
+        from .app_configuration import AppConfigurationSource
 
-        source = AppConfigurationSource(environ)
+        source = AppConfigurationSource(endpoint, bootstrap)
         try:
-            merged = merged_settings(environ, source)
+            self._store = source.values()
         except BrokerError as err:
             self.add(failed("app_configuration", err))
-            return None
-        label = (environ.get("AZURE_APPCONFIG_LABEL") or "").strip()
-        self.add(Check("app_configuration", OK, f"{len(source.values())} settings loaded from {source.endpoint}"
+            return False
+        label = bootstrap.appconfig_label
+        self.add(Check("app_configuration", OK, f"{len(self._store)} settings loaded from {source.endpoint}"
                        + (f" (label {label} over unlabeled)" if label else "") + "; app settings win over them"))
-        return merged
+        return True
 
     # -- 2. the credential ------------------------------------------------------------------------
 
@@ -162,14 +161,14 @@ class Doctor:
         if config.kind == "managed_identity":
             scopes.append(settings.cloud.token_exchange_audience + "/.default")
         for scope in dict.fromkeys(scopes):
-            if not self._identity(config.managed_identity_client_id, scope):
+            if not self._identity(config.identity, scope):
                 return False
         return all(self._key_vault(broker, setting, uri) for setting, uri in uris)
 
-    def _identity(self, client_id: str | None, scope: str) -> bool:
-        who = platform_identity.describe(client_id)
+    def _identity(self, identity: AppIdentity, scope: str) -> bool:
+        who = identity.describe()
         try:
-            token = platform_identity.platform_credential(client_id).get_token(scope)
+            token = identity.credential().get_token(scope)
         except BrokerError as err:
             self.add(failed("identity", err))
             return False
@@ -185,8 +184,8 @@ class Doctor:
         try:
             if setting == "POWERBI_PASSWORD_URI":
                 source = build_password_source(broker.settings)
-                assert source is not None  # a password URI is only accepted with the password grant
-                source.get()
+                if source is not None:  # a password URI is only accepted with the password grant
+                    source.get()
             else:
                 # The app's own credential object: it reads the vault (and parses a certificate) and keeps
                 # the value for the token request below, exactly as the first request in Azure would.
@@ -212,18 +211,15 @@ class Doctor:
         if self.user_token is not None and grant_type != "on_behalf_of":
             self.add(Check("user_token", WARN, f"--user-token is ignored: POWERBI_GRANT_TYPE={grant_type} does not "
                            "exchange user tokens", "Leave out --user-token."))
-        try:
-            if grant_type == "client_credentials":
-                token = broker.tokens.service_principal_token()
-            elif grant_type == "password":
-                token = broker.tokens.master_user_token()
-            elif self.user_token is None:
-                self.add(Check("token", SKIP, "POWERBI_GRANT_TYPE=on_behalf_of exchanges a signed-in user's token, "
-                               "and the doctor has none. To test the exchange, pass --user-token - and paste an "
-                               f"access token a user got for api://{broker.settings.client_id}."))
-                return None
-            else:
-                token = broker.tokens.on_behalf_of_token(self.user_token)
+        if grant_type == "on_behalf_of" and self.user_token is None:
+            self.add(Check("token", SKIP, "POWERBI_GRANT_TYPE=on_behalf_of exchanges a signed-in user's token, "
+                           "and the doctor has none. To test the exchange, pass --user-token - and paste an "
+                           f"access token a user got for api://{broker.settings.client_id}."))
+            return None
+        from .callers import Caller
+
+        try:  # the app's own grant dispatch; the doctor is an unverified caller holding --user-token, if any
+            token = broker.tokens.token_for(Caller(mode="doctor", bearer_token=self.user_token))
         except BrokerError as err:
             self.add(failed("token", err))
             return None

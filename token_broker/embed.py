@@ -1,10 +1,12 @@
 """Embed tokens: authorize, build the row-level-security identity from the verified caller, cache, mint.
 
-The flow for one request: check it against ``EMBED_ALLOWED_WORKSPACES``/``EMBED_ALLOWED_REPORTS`` and
-edit rights (``403`` before any Power BI call); look it up in a bounded, single-flight cache keyed by
-content, identity and edit rights; on a miss, get an Azure AD token that outlives the requested embed
-lifetime (Power BI caps an embed token at the Azure AD token's expiry), read the reports' metadata
-and whether their datasets need an effective identity, and call GenerateToken V2.
+The flow for one request: check every item it names against the allow-lists (``EMBED_ALLOWED_WORKSPACES``,
+``EMBED_ALLOWED_REPORTS``, ``EMBED_ALLOWED_DATASETS``) and edit rights (``403`` before any Power BI call);
+look it up in a bounded, single-flight cache keyed by whose Azure AD token mints it, content, identity and
+edit rights; on a miss, get an Azure AD token that outlives the requested embed lifetime (Power BI caps
+an embed token at the Azure AD token's expiry), read the reports' metadata (cached per principal too)
+and whether their datasets need an effective identity, check that every requested dataset that is not
+listed backs one of the requested reports, and call GenerateToken V2.
 """
 
 from __future__ import annotations
@@ -98,10 +100,11 @@ class EmbedService:
     def embed(self, caller: Caller, request: EmbedRequest) -> EmbedResult:
         """An embed token for ``request``, from the cache or freshly generated."""
         self._authorize(caller, request)
+        minted_for = self._tokens.minted_for(caller)  # 401 before any lookup: on-behalf-of without a token
         lifetime = request.lifetime_minutes or self._embed.lifetime_minutes
         identity = self._identity(caller)
-        key = (request.reports, request.datasets, identity, lifetime)
-        return self._cache.get(key, lambda: self._generate(caller, request, identity, lifetime))
+        key = (minted_for, request.reports, request.datasets, identity, lifetime)
+        return self._cache.get(key, lambda: self._generate(caller, minted_for, request, identity, lifetime))
 
     def _authorize(self, caller: Caller, request: EmbedRequest) -> None:
         embed = self._embed
@@ -121,6 +124,7 @@ class EmbedService:
             if not_allowed:
                 raise CallerForbiddenError(f"Report {not_allowed[0]} may not be embedded here.",
                                            code="embed_report_not_allowed")
+        # Target workspaces (Save As) are the editing reports' own workspaces, checked above.
         if any(r.allow_edit for r in request.reports) and not (
             embed.allow_edit and embed.edit_role and embed.edit_role in caller.roles
         ):
@@ -138,35 +142,31 @@ class EmbedService:
 
     def _azure_ad_token(self, caller: Caller, lifetime_minutes: int) -> AccessToken:
         # The Azure AD token must outlive the embed token, or Power BI cuts the embed token short.
-        needed = lifetime_minutes * 60
-        grant_type = self._settings.grant_type
-        if grant_type == "client_credentials":
-            return self._tokens.service_principal_token(min_remaining=needed)
-        if grant_type == "password":
-            return self._tokens.master_user_token(min_remaining=needed)
-        assert caller.bearer_token is not None, "on_behalf_of callers are authenticated with a bearer token"
-        return self._tokens.on_behalf_of_token(caller.bearer_token, assertion_expires_on=caller.bearer_expires_on)
+        return self._tokens.token_for(caller, min_remaining=lifetime_minutes * 60)
 
-    def _generate(self, caller: Caller, request: EmbedRequest, identity: Identity | None,
-                  lifetime: int) -> EmbedResult:
+    def _generate(self, caller: Caller, minted_for: tuple[str, ...], request: EmbedRequest,
+                  identity: Identity | None, lifetime: int) -> EmbedResult:
         try:
-            return self._generate_with(self._azure_ad_token(caller, lifetime).value, caller, request, identity,
-                                       lifetime)
+            return self._generate_with(self._azure_ad_token(caller, lifetime).value, caller, minted_for, request,
+                                       identity, lifetime)
         except PowerBIError as err:
             # Power BI judged the Azure AD token expired (clock skew, revocation) although it was not by
             # its expiry: forget it and try once more with a fresh one.
-            if err.code != "powerbi_token_expired" or not self._tokens.forget_token(self._settings.grant_type):
+            if err.code != "powerbi_token_expired":
                 raise
+            self._tokens.forget(caller)
             log.warning("Power BI rejected the Azure AD token as expired; retrying once with a fresh token")
-            return self._generate_with(self._azure_ad_token(caller, lifetime).value, caller, request, identity,
-                                       lifetime)
+            return self._generate_with(self._azure_ad_token(caller, lifetime).value, caller, minted_for, request,
+                                       identity, lifetime)
 
-    def _generate_with(self, access: str, caller: Caller, request: EmbedRequest, identity: Identity | None,
-                       lifetime: int) -> EmbedResult:
-        reports = tuple(self._report(access, ref) for ref in request.reports)
+    def _generate_with(self, access: str, caller: Caller, minted_for: tuple[str, ...], request: EmbedRequest,
+                       identity: Identity | None, lifetime: int) -> EmbedResult:
+        reports = tuple(self._report(access, minted_for, ref) for ref in request.reports)
+        self._authorize_datasets(request, reports)
         dataset_refs = {(r.dataset_workspace_id, r.dataset_id) for r in reports if r.dataset_id}
         dataset_refs |= {(request.dataset_workspace_id or "", d) for d in request.datasets}
-        datasets = [self._dataset(access, workspace, dataset) for workspace, dataset in sorted(dataset_refs)]
+        datasets = [self._dataset(access, minted_for, workspace, dataset)
+                    for workspace, dataset in sorted(dataset_refs)]
         body: dict[str, Any] = {
             "reports": [{"id": r.id, "allowEdit": True} if r.allow_edit else {"id": r.id} for r in request.reports],
             "datasets": [{"id": d.id} for d in datasets],
@@ -184,13 +184,29 @@ class EmbedService:
                  token.expires_on - time.time())
         return EmbedResult(token, reports)
 
-    def _report(self, access: str, ref: ReportRef) -> ReportInfo:
-        info: ReportInfo = self._metadata.get(("report", ref.workspace_id, ref.id),
+    def _authorize_datasets(self, request: EmbedRequest, reports: tuple[ReportInfo, ...]) -> None:
+        """Each requested dataset is listed in EMBED_ALLOWED_DATASETS or backs a requested (allowed) report.
+
+        Runs on the reports' metadata, before any dataset is read and before GenerateToken.
+        """
+        allowed = self._embed.allowed_datasets
+        if allowed is None and self._embed.allowed_reports is None:
+            return  # neither reports nor datasets are listed: the workspace allow-list covers both
+        backing = {r.dataset_id for r in reports}
+        refused = [d for d in request.datasets if d not in (allowed or frozenset()) and d not in backing]
+        if refused:
+            raise CallerForbiddenError(
+                f"Dataset {refused[0]} backs none of the requested reports and is not in EMBED_ALLOWED_DATASETS, so "
+                "it may not be included in an embed token here.", code="embed_dataset_not_allowed")
+
+    def _report(self, access: str, minted_for: tuple[str, ...], ref: ReportRef) -> ReportInfo:
+        # Keyed by principal: on-behalf-of, what one user may read says nothing about another.
+        info: ReportInfo = self._metadata.get((*minted_for, "report", ref.workspace_id, ref.id),
                                               lambda: self._client.get_report(access, ref.workspace_id, ref.id))
         return info
 
-    def _dataset(self, access: str, workspace_id: str, dataset_id: str) -> DatasetInfo:
-        info: DatasetInfo = self._metadata.get(("dataset", workspace_id, dataset_id),
+    def _dataset(self, access: str, minted_for: tuple[str, ...], workspace_id: str, dataset_id: str) -> DatasetInfo:
+        info: DatasetInfo = self._metadata.get((*minted_for, "dataset", workspace_id, dataset_id),
                                                lambda: self._client.get_dataset(access, workspace_id, dataset_id))
         return info
 

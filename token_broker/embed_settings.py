@@ -1,21 +1,25 @@
 """Settings of embed tokens (the ``EMBED_*`` part of the contract, and the default workspace).
 
 Embed tokens are served only for workspaces listed in ``EMBED_ALLOWED_WORKSPACES`` (and, when set,
-only for the reports in ``EMBED_ALLOWED_REPORTS``). Row-level-security roles come from
-``EMBED_RLS_ROLES``: ``;``-separated entries, each either a dataset role given to every caller
-(``Viewer``) or a mapping from a caller's app role to dataset roles (``Report.Admin=Admin,Auditor``).
+only for the reports in ``EMBED_ALLOWED_REPORTS``). Once reports or datasets are listed, a dataset named
+in a request must be listed in ``EMBED_ALLOWED_DATASETS`` or back one of the requested reports.
+Row-level-security roles come from ``EMBED_RLS_ROLES``: ``;``-separated entries, each either a dataset
+role given to every caller (``Viewer``) or a mapping from a caller's app role to dataset roles
+(``Report.Admin=Admin,Auditor``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .setting_reader import SettingReader, SettingSpec, is_guid, shorten
+from .setting_reader import SettingReader, SettingSpec, is_guid
 
 EMBED_SETTINGS: tuple[SettingSpec, ...] = (
     SettingSpec("POWERBI_WORKSPACE_ID", "Default workspace (group) ID for embed requests that name none."),
     SettingSpec("EMBED_ALLOWED_WORKSPACES", "Workspace IDs embed tokens may be issued for, comma separated."),
     SettingSpec("EMBED_ALLOWED_REPORTS", "If set, only these report IDs may be embedded, comma separated."),
+    SettingSpec("EMBED_ALLOWED_DATASETS", "Dataset IDs a request may name besides those backing its reports "
+                "(checked once reports or datasets are listed), comma separated."),
     SettingSpec("EMBED_ALLOW_EDIT", "Allow allowEdit embed tokens (for callers with EMBED_EDIT_ROLE).", "false"),
     SettingSpec("EMBED_EDIT_ROLE", "The caller app role that may request allowEdit."),
     SettingSpec("EMBED_RLS_ROLES", "Dataset roles for row-level security: 'Role' or 'CallerRole=Role1,Role2', ';'."),
@@ -34,6 +38,7 @@ class EmbedSettings:
     default_workspace_id: str | None = None
     allowed_workspaces: frozenset[str] = frozenset()
     allowed_reports: frozenset[str] | None = None
+    allowed_datasets: frozenset[str] | None = None
     allow_edit: bool = False
     edit_role: str | None = None
     fixed_roles: tuple[str, ...] = ()
@@ -60,14 +65,15 @@ def _guids(read: SettingReader, name: str) -> frozenset[str]:
     values = read.csv(name)
     bad = [v for v in values if not is_guid(v)]
     if bad:
-        read.problem(name, f"{name} must list GUIDs (copy them from the workspace or report URL); "
-                     f"'{shorten(bad[0])}' is not one.")
+        position = values.index(bad[0]) + 1
+        read.problem(name, f"{name} must list GUIDs (copy them from the workspace or report URL); item {position} "
+                     "is not one.")
     return frozenset(v.lower() for v in values if is_guid(v))
 
 
 def _role(read: SettingReader, role: str) -> str | None:
     if not role or len(role) > MAX_ROLE_LENGTH or "," in role or "=" in role:
-        read.problem("EMBED_RLS_ROLES", f"'{shorten(role)}' is not a dataset role name (1-{MAX_ROLE_LENGTH} "
+        read.problem("EMBED_RLS_ROLES", f"A role name is empty, too long or has a comma (1-{MAX_ROLE_LENGTH} "
                      "characters, no commas). Format: 'Role' or 'CallerRole=Role1,Role2', entries separated by ';'.")
         return None
     return role
@@ -78,10 +84,11 @@ def read_embed_settings(read: SettingReader) -> EmbedSettings:
     default_workspace = read.raw("POWERBI_WORKSPACE_ID")
     if default_workspace is not None and not is_guid(default_workspace):
         read.problem("POWERBI_WORKSPACE_ID", "POWERBI_WORKSPACE_ID must be the workspace's GUID (the part after "
-                     f"/groups/ in its URL); it is '{shorten(default_workspace)}'.")
+                     "/groups/ in its URL).")
         default_workspace = None
     allowed_workspaces = _guids(read, "EMBED_ALLOWED_WORKSPACES")
     allowed_reports = _guids(read, "EMBED_ALLOWED_REPORTS") if read.is_set("EMBED_ALLOWED_REPORTS") else None
+    allowed_datasets = _guids(read, "EMBED_ALLOWED_DATASETS") if read.is_set("EMBED_ALLOWED_DATASETS") else None
     if default_workspace and allowed_workspaces and default_workspace.lower() not in allowed_workspaces:
         read.problem("POWERBI_WORKSPACE_ID", "POWERBI_WORKSPACE_ID is not in EMBED_ALLOWED_WORKSPACES, so requests "
                      "that rely on it are always refused; add it or change it.", severity="warning")
@@ -101,13 +108,14 @@ def read_embed_settings(read: SettingReader) -> EmbedSettings:
             if caller_role.strip() and roles:
                 mapping.append((caller_role.strip(), roles))
             else:
-                read.problem("EMBED_RLS_ROLES", f"'{shorten(entry)}' maps no caller role to dataset roles.")
+                read.problem("EMBED_RLS_ROLES", "An entry maps no caller role to dataset roles.")
         elif (role := _role(read, entry)) is not None:
             fixed.append(role)
     return EmbedSettings(
         default_workspace_id=default_workspace.lower() if default_workspace else None,
         allowed_workspaces=allowed_workspaces,
         allowed_reports=allowed_reports,
+        allowed_datasets=allowed_datasets,
         allow_edit=allow_edit,
         edit_role=edit_role,
         fixed_roles=tuple(fixed),

@@ -8,13 +8,13 @@ answered with a generic ``500`` problem that reveals nothing.
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Callable
 
 import azure.functions as func
 
-from . import broker as broker_module
+from . import runtime
+from .broker import Broker
 from .embed import EmbedResult
 from .embed_request import BODY_FIELDS, guid, parse_embed_request, single_report_request
 from .errors import BrokerError, ConfigurationError, InternalError, MethodNotAllowedError
@@ -40,6 +40,8 @@ def _guarded(allow: tuple[str, ...], handler: Handler, req: func.HttpRequest) ->
     except BrokerError as err:
         level = logging.WARNING if err.status < 500 else logging.ERROR
         log.log(level, "%s %s -> %d %s", req.method, _path(req), err.status, err.code)
+        if isinstance(err, ConfigurationError) and not runtime.current().bootstrap.health_details:
+            err = _not_ok(err)  # which settings are wrong is for the operator (the log has it), not the caller
         return problem_response(err, request_id=request_id)
     except Exception:
         log.exception("Unhandled error in %s %s", req.method, _path(req))
@@ -63,11 +65,11 @@ def _iso(epoch: float) -> str:
 
 
 def _token(req: func.HttpRequest, request_id: str) -> func.HttpResponse:
+    broker = runtime.current_broker()
+    caller = broker.authenticate(req)  # before the body is parsed: strangers learn nothing from parse errors
     if req.method.upper() == "POST":
         read_json_object(req, allowed_fields=())
-    broker = broker_module.current_broker()
-    caller = broker.authenticate(req)
-    token = broker.token_for(caller)
+    token = broker.tokens.token_for(caller)
     now = time.time()
     return json_response(
         {
@@ -98,15 +100,15 @@ def _embed_response(result: EmbedResult, request_id: str) -> func.HttpResponse:
 
 
 def _embed_token(req: func.HttpRequest, request_id: str) -> func.HttpResponse:
-    body = read_json_object(req, allowed_fields=BODY_FIELDS)
-    broker = broker_module.current_broker()
+    broker = runtime.current_broker()
     caller = broker.authenticate(req)
+    body = read_json_object(req, allowed_fields=BODY_FIELDS)
     request = parse_embed_request(body, default_workspace_id=broker.settings.embed.default_workspace_id)
     return _embed_response(broker.embed.embed(caller, request), request_id)
 
 
 def _report_embed(req: func.HttpRequest, request_id: str) -> func.HttpResponse:
-    broker = broker_module.current_broker()
+    broker = runtime.current_broker()
     caller = broker.authenticate(req)
     report_id = guid(req.route_params.get("reportId"), "The report id in the path")
     request = single_report_request(report_id, dict(req.params),
@@ -114,15 +116,39 @@ def _report_embed(req: func.HttpRequest, request_id: str) -> func.HttpResponse:
     return _embed_response(broker.embed.embed(caller, request), request_id)
 
 
-def _health(req: func.HttpRequest, request_id: str) -> func.HttpResponse:  # noqa: ARG001 - handler signature
+def _health(req: func.HttpRequest, request_id: str) -> func.HttpResponse:
+    details = runtime.current().bootstrap.health_details
     try:
-        broker = broker_module.current_broker()
-    except ConfigurationError as err:
-        return problem_response(err, request_id=request_id)
+        broker = runtime.current_broker()
+    except BrokerError as err:  # invalid settings, an unreadable store
+        return problem_response(err if details else _not_ok(err), request_id=request_id)
+    details = details or _may_see_details(broker, req)
     problems = broker.problems()
     if problems:
-        return problem_response(ConfigurationError([*problems, *broker.settings.warnings]), request_id=request_id)
-    return json_response(broker.health(), request_id=request_id)
+        invalid = ConfigurationError([*problems, *broker.settings.warnings])
+        return problem_response(invalid if details else _not_ok(invalid), request_id=request_id)
+    return json_response(broker.health() if details else {"status": "ok"}, request_id=request_id)
+
+
+def _may_see_details(broker: Broker, req: func.HttpRequest) -> bool:
+    """Configuration details are for callers that pass CALLER_AUTH (the health route takes no function key)."""
+    mode = broker.settings.caller_auth
+    if mode == "anonymous":
+        return True
+    if mode not in ("jwt", "easyauth"):
+        return False
+    try:
+        broker.authenticate(req)
+    except BrokerError:
+        return False
+    return True
+
+
+def _not_ok(err: BrokerError) -> BrokerError:
+    """The same status and code without details: what is misconfigured is for the operator, not the world."""
+    return BrokerError("The token broker is not ready. Its log, and GET /api/health for an authenticated caller (or "
+                       "with HEALTH_DETAILS=true), name each problem.", code=err.code, status=err.status,
+                       title=err.title, retry_after=err.retry_after)
 
 
 def _openapi(req: func.HttpRequest, request_id: str) -> func.HttpResponse:  # noqa: ARG001 - handler signature
@@ -132,10 +158,11 @@ def _openapi(req: func.HttpRequest, request_id: str) -> func.HttpResponse:  # no
 def token_auth_level() -> func.AuthLevel:
     """FUNCTION when ``CALLER_AUTH=function_key`` (the host checks the key), else ANONYMOUS.
 
-    Read at indexing time: the auth level is part of the function's binding metadata.
+    Called once, while the worker indexes the app (the auth level is part of the function's binding
+    metadata). ``CALLER_AUTH`` is a bootstrap setting, so this is the same value the broker later uses;
+    the runtime remembers the answer, and the token routes answer 503 should the two ever disagree.
     """
-    mode = (os.environ.get("CALLER_AUTH") or "").strip().lower()
-    return func.AuthLevel.FUNCTION if mode == "function_key" else func.AuthLevel.ANONYMOUS
+    return func.AuthLevel.FUNCTION if runtime.current().index_token_routes() else func.AuthLevel.ANONYMOUS
 
 
 def check_settings_at_start() -> None:
@@ -144,10 +171,10 @@ def check_settings_at_start() -> None:
     Never raises, so the worker always indexes the app: an invalid configuration (or an App
     Configuration store that cannot be read yet) is reported by every endpoint and by /api/health.
     """
-    if (os.environ.get("AZURE_APPCONFIG_ENDPOINT") or "").strip():
+    if runtime.current().bootstrap.appconfig_endpoint:
         return  # the store is read on the first request, not while the worker indexes the app
     try:
-        broker_module.current_broker()
+        runtime.current_broker()
     except BrokerError:
         pass  # already logged, setting by setting
     except Exception:

@@ -110,6 +110,9 @@ def read_json_object(req: func.HttpRequest, *, allowed_fields: Collection[str]) 
     except RecursionError as err:  # the decoder recurses per nesting level: 64 KiB of "[" is enough
         raise RequestError("The request body is nested too deeply to be a valid request.",
                            code="malformed_json") from err
+    except ValueError as err:  # e.g. an integer of more digits than Python converts (sys.int_info)
+        raise RequestError("The request body has a number too large to be a valid request.",
+                           code="malformed_json") from err
     if not isinstance(data, dict):
         raise RequestError("The request body must be a JSON object.", code="malformed_json")
     unknown = sorted(set(data) - set(allowed_fields))

@@ -11,8 +11,9 @@ import logging
 import threading
 from urllib.parse import urlsplit
 
-from . import platform_identity, redaction
+from . import redaction
 from .errors import KeyVaultError
+from .platform_identity import AppIdentity
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +39,7 @@ class StaticSecret:
 class KeyVaultSecret:
     """A secret identified by a Key Vault secret identifier, read with the platform identity."""
 
-    def __init__(self, uri: str, *, setting: str, identity_client_id: str | None, timeout: float) -> None:
+    def __init__(self, uri: str, *, setting: str, identity: AppIdentity, timeout: float) -> None:
         parts = urlsplit(uri)
         segments = parts.path.strip("/").split("/")
         self.uri = uri
@@ -47,7 +48,7 @@ class KeyVaultSecret:
         self._vault_url = f"https://{parts.netloc}"
         self._name = segments[1]
         self._version = segments[2] if len(segments) > 2 else None
-        self._identity_client_id = identity_client_id
+        self._identity = identity
         self._timeout = timeout
         self._value: str | None = None
         self._lock = threading.Lock()
@@ -76,6 +77,7 @@ class KeyVaultSecret:
 
     def _read(self) -> str:
         from azure.core.exceptions import (
+            AzureError,
             ClientAuthenticationError,
             HttpResponseError,
             ResourceNotFoundError,
@@ -83,7 +85,7 @@ class KeyVaultSecret:
         )
         from azure.keyvault.secrets import SecretClient
 
-        credential = platform_identity.platform_credential(self._identity_client_id)
+        credential = self._identity.credential()
         # Bounded: two retries, short back-off and timeouts, so a caller never waits minutes on a vault.
         client = SecretClient(self._vault_url, credential, retry_total=2, retry_backoff_max=2,
                               connection_timeout=self._timeout, read_timeout=self._timeout)
@@ -96,15 +98,19 @@ class KeyVaultSecret:
                                 setting=self.setting) from err
         except ClientAuthenticationError as err:  # the vault rejected the identity's token
             raise KeyVaultError(
-                f"Key Vault did not accept the token of {platform_identity.describe(self._identity_client_id)} "
+                f"Key Vault did not accept the token of {self._identity.describe()} "
                 f"for {where}: is the vault in the same tenant as the identity?", code="keyvault_unauthorized",
                 setting=self.setting) from err
         except HttpResponseError as err:
-            raise _from_http_error(err, where, self.setting, self._identity_client_id) from err
+            raise _from_http_error(err, where, self.setting, self._identity) from err
         except ServiceRequestError as err:
             raise KeyVaultError(f"Key Vault could not be reached for {where}: check the vault name, its firewall "
                                 "and private endpoint settings, and the app's outbound network.",
                                 code="keyvault_unreachable", setting=self.setting) from err
+        except AzureError as err:  # e.g. ServiceResponseError: the vault took longer than the read timeout
+            raise KeyVaultError(f"Key Vault did not answer in time for {where} ({type(err).__name__}); try again "
+                                "shortly. If it persists, check the vault's health and the app's outbound network.",
+                                code="keyvault_unreachable", setting=self.setting, retry_after=5) from err
         self.reads += 1
         if not secret.value:
             raise KeyVaultError(f"The secret named by {where} is empty.", code="keyvault_secret_empty",
@@ -114,7 +120,7 @@ class KeyVaultSecret:
         return str(secret.value)
 
 
-def _from_http_error(err: object, where: str, setting: str, client_id: str | None) -> KeyVaultError:
+def _from_http_error(err: object, where: str, setting: str, identity: AppIdentity) -> KeyVaultError:
     status = getattr(err, "status_code", None)
     error = getattr(err, "error", None)
     codes = {getattr(error, "code", None), getattr(getattr(error, "innererror", None), "code", None)}
@@ -124,7 +130,7 @@ def _from_http_error(err: object, where: str, setting: str, client_id: str | Non
                              "version.", code="keyvault_secret_disabled", setting=setting)
     if status == 403:
         return KeyVaultError(
-            f"Key Vault refused to let {platform_identity.describe(client_id)} read {where}. Give it the 'Key Vault "
+            f"Key Vault refused to let {identity.describe()} read {where}. Give it the 'Key Vault "
             "Secrets User' role on the vault (RBAC), or a 'Get' secret permission (access policies), and check the "
             "vault's network rules.", code="keyvault_forbidden", setting=setting)
     if status == 429:

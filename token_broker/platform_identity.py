@@ -1,7 +1,8 @@
 """The function app's own Azure identity, for Key Vault, App Configuration and federation.
 
 On App Service / Azure Functions the platform exposes the managed identity endpoint
-(``IDENTITY_ENDPOINT``); ``AZURE_CLIENT_ID`` selects a user-assigned identity. Elsewhere (a developer's
+(``IDENTITY_ENDPOINT``); ``AZURE_CLIENT_ID`` selects a user-assigned identity. Both are bootstrap
+settings (:mod:`token_broker.bootstrap`), handed over as an :class:`AppIdentity`. Elsewhere (a developer's
 machine) the Azure CLI login is used, so no secret is needed on disk. azure-identity is imported only
 here and only when a configuration needs it: it costs a few hundred milliseconds of cold start.
 """
@@ -9,8 +10,8 @@ here and only when a configuration needs it: it costs a few hundred milliseconds
 from __future__ import annotations
 
 import logging
-import os
 import threading
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .errors import KeyVaultError
@@ -20,34 +21,49 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 _lock = threading.Lock()
-_credentials: dict[str | None, TokenCredential] = {}
+_credentials: dict[tuple[str | None, bool], TokenCredential] = {}
 
 
-def on_managed_identity_host() -> bool:
-    """True when the platform offers a managed identity endpoint (App Service, Functions)."""
-    return bool(os.environ.get("IDENTITY_ENDPOINT") or os.environ.get("MSI_ENDPOINT"))
+@dataclass(frozen=True)
+class AppIdentity:
+    """Which identity the app uses for Azure resources: built from the bootstrap settings, never read here.
 
-
-def platform_credential(client_id: str | None) -> TokenCredential:
-    """The managed identity (user-assigned ``client_id`` if given), or the Azure CLI login off Azure.
-
-    One credential per identity per process, so azure-identity's token cache is shared.
+    ``client_id`` is ``AZURE_CLIENT_ID`` (a user-assigned identity; None: the system-assigned one);
+    ``on_managed_identity_host`` is True where the platform exposes ``IDENTITY_ENDPOINT``.
     """
-    with _lock:
-        credential = _credentials.get(client_id)
-        if credential is None:
-            if on_managed_identity_host():
-                from azure.identity import ManagedIdentityCredential
 
-                # Few retries: a caller is waiting, and the endpoint is local to the instance.
-                inner: Any = ManagedIdentityCredential(client_id=client_id, retry_total=2, retry_backoff_max=1)
-            else:
-                from azure.identity import AzureCliCredential
+    client_id: str | None = None
+    on_managed_identity_host: bool = False
 
-                inner = AzureCliCredential(process_timeout=20)
-            credential = _NamedFailures(inner, client_id)
-            _credentials[client_id] = credential
-        return credential
+    def credential(self) -> TokenCredential:
+        """The managed identity, or the Azure CLI login off Azure; one per identity per process.
+
+        Sharing one credential per identity shares azure-identity's token cache.
+        """
+        key = (self.client_id, self.on_managed_identity_host)
+        with _lock:
+            credential = _credentials.get(key)
+            if credential is None:
+                if self.on_managed_identity_host:
+                    from azure.identity import ManagedIdentityCredential
+
+                    # Few retries: a caller is waiting, and the endpoint is local to the instance.
+                    inner: Any = ManagedIdentityCredential(client_id=self.client_id, retry_total=2,
+                                                           retry_backoff_max=1)
+                else:
+                    from azure.identity import AzureCliCredential
+
+                    inner = AzureCliCredential(process_timeout=20)
+                credential = _NamedFailures(inner, self)
+                _credentials[key] = credential
+            return credential
+
+    def describe(self) -> str:
+        """Which identity :meth:`credential` uses, for messages."""
+        if self.on_managed_identity_host:
+            return (f"the user-assigned managed identity {self.client_id}" if self.client_id
+                    else "the system-assigned identity")
+        return "the Azure CLI login (az login)"
 
 
 class _NamedFailures:
@@ -57,14 +73,14 @@ class _NamedFailures:
     identity endpoint exactly like an unreachable vault.
     """
 
-    def __init__(self, inner: Any, client_id: str | None) -> None:
+    def __init__(self, inner: Any, identity: AppIdentity) -> None:
         self._inner = inner
-        self._client_id = client_id
+        self._identity = identity
 
     def _fail(self, err: Exception) -> KeyVaultError:
-        log.warning("No token from %s: %s", describe(self._client_id), type(err).__name__)
+        log.warning("No token from %s: %s", self._identity.describe(), type(err).__name__)
         return KeyVaultError(
-            f"No token could be obtained as {describe(self._client_id)}. On Azure, check that the function app "
+            f"No token could be obtained as {self._identity.describe()}. On Azure, check that the function app "
             "has that identity assigned and that AZURE_CLIENT_ID is its client ID; locally, run 'az login'.",
             code="managed_identity_unavailable", setting="AZURE_CLIENT_ID", title="The app's identity is unavailable")
 
@@ -83,13 +99,6 @@ class _NamedFailures:
             return self._inner.get_token_info(*scopes, options=options)
         except AzureError as err:
             raise self._fail(err) from err
-
-
-def describe(client_id: str | None) -> str:
-    """Which identity :func:`platform_credential` uses, for messages."""
-    if on_managed_identity_host():
-        return f"the user-assigned managed identity {client_id}" if client_id else "the system-assigned identity"
-    return "the Azure CLI login (az login)"
 
 
 def reset() -> None:

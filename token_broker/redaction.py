@@ -1,8 +1,10 @@
 """Keep secrets and tokens out of log records, and put the request id on each of them.
 
-:class:`RedactingFilter` rewrites a record's final message (and its formatted traceback) so that
-JWTs become ``<jwt sha256:…>`` and registered secret values become ``<redacted>``. It is attached to
-the broker's loggers and to MSAL's, whose error paths may log response bodies.
+:func:`install` (once, when the app starts) makes every log record of the process, whatever logger or
+library creates it and whenever that logger was created (msal, azure-core, azure-identity, the worker),
+carry a final message (and formatted traceback) in which JWTs became ``<jwt sha256:…>`` and registered
+secret values ``<redacted>``. Code that reads a secret only registers it (:func:`register_secrets`).
+:class:`RedactingFilter` does the same for one handler (the doctor's console).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import logging
 import re
 import threading
 from collections.abc import Iterable
+from typing import Any
 
 #: The id of the request being handled, if any; put on every log record as ``request_id``.
 request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
@@ -75,15 +78,24 @@ class RedactingFilter(logging.Filter):
 _FILTER = RedactingFilter()
 
 
-def install(logger_names: Iterable[str] = ("token_broker", "msal", "devtools")) -> None:
-    """Attach the filter to the given loggers and every existing child logger of them.
+_install_lock = threading.Lock()
 
-    Filters run only for records created on the logger they are attached to, so children
-    (``msal.application``, ``token_broker.tokens``, ...) each get it too. Safe to call repeatedly.
+
+def install() -> None:
+    """Redact every log record of this process from now on, at creation (idempotent).
+
+    The record factory is the one place every record passes through, whichever logger creates it and
+    whichever handlers (the worker's, a test's, added later) receive it.
     """
-    prefixes = tuple(logger_names)
-    names = [n for n in list(logging.root.manager.loggerDict) if n.split(".")[0] in prefixes]
-    for name in (*prefixes, *names):
-        logger = logging.getLogger(name)
-        if _FILTER not in logger.filters:
-            logger.addFilter(_FILTER)
+    with _install_lock:
+        previous = logging.getLogRecordFactory()
+        if getattr(previous, "redacting", False):
+            return
+
+        def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+            record = previous(*args, **kwargs)
+            _FILTER.filter(record)
+            return record
+
+        factory.redacting = True  # type: ignore[attr-defined]
+        logging.setLogRecordFactory(factory)

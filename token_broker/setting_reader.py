@@ -1,7 +1,7 @@
 """Reading app settings while collecting every problem instead of stopping at the first.
 
-Used by :mod:`token_broker.settings` and :mod:`token_broker.caller_settings`; each problem names its
-setting and says what to do.
+Used by every settings module; each problem names its setting and says what to do, and never repeats
+the value it found: a secret pasted into the wrong setting must not come back in a response or a log line.
 """
 
 from __future__ import annotations
@@ -33,11 +33,6 @@ class SettingSpec:
 def is_guid(value: object) -> TypeGuard[str]:
     """True for a GUID in its usual 8-4-4-4-12 hex form (the form Entra ID and Power BI ids take)."""
     return isinstance(value, str) and bool(_GUID.match(value))
-
-
-def shorten(value: str, limit: int = 60) -> str:
-    """Echo a (non-secret) bad value back, bounded, so a message names what was found."""
-    return value if len(value) <= limit else value[: limit - 1] + "…"
 
 
 class SettingReader:
@@ -88,14 +83,14 @@ class SettingReader:
         if value is None:
             return None
         if value.lower() not in {choice.lower() for choice in allowed}:
-            self.problem(name, f"{name} must be one of {', '.join(allowed)}; it is '{shorten(value)}'.")
+            self.problem(name, f"{name} must be one of {', '.join(allowed)}.")
             return None
         return value.lower()
 
     def flag(self, name: str) -> bool:
         value = (self.raw(name) or "false").lower()
         if value not in _TRUE + _FALSE:
-            self.problem(name, f"{name} must be true or false; it is '{shorten(value)}'.")
+            self.problem(name, f"{name} must be true or false.")
             return False
         return value in _TRUE
 
@@ -107,7 +102,7 @@ class SettingReader:
         value = self.raw(name) or ""
         parts = urlsplit(value)
         if parts.scheme != "https" or not parts.hostname:
-            self.problem(name, f"{name} must be an https:// URL; it is '{shorten(value)}'.")
+            self.problem(name, f"{name} must be an https:// URL.")
         elif not allow_path and parts.path.strip("/"):
             self.problem(name, f"{name} must be a host URL without a path, such as {self.defaults[name]}.")
         elif parts.query or parts.fragment:
@@ -119,10 +114,10 @@ class SettingReader:
         try:
             value = int(text)
         except ValueError:
-            self.problem(name, f"{name} must be a whole number; it is '{shorten(text)}'.")
+            self.problem(name, f"{name} must be a whole number.")
             return int(self.defaults.get(name) or 0)
         if not minimum <= value <= maximum:
-            self.problem(name, f"{name} must be between {minimum} and {maximum}; it is {value}.")
+            self.problem(name, f"{name} must be between {minimum} and {maximum}.")
         return value
 
     def number(self, name: str, *, minimum: float, maximum: float) -> float:
@@ -130,8 +125,8 @@ class SettingReader:
         try:
             value = float(text)
         except ValueError:
-            self.problem(name, f"{name} must be a number of seconds; it is '{shorten(text)}'.")
+            self.problem(name, f"{name} must be a number of seconds.")
             return float(self.defaults.get(name) or 0)
         if not minimum <= value <= maximum:
-            self.problem(name, f"{name} must be between {minimum:g} and {maximum:g}; it is {value:g}.")
+            self.problem(name, f"{name} must be between {minimum:g} and {maximum:g}.")
         return value

@@ -2,7 +2,9 @@
 
 :data:`SETTINGS` is the single list of every setting the broker reads; the README table, the
 ``local.settings.example.json`` file and the infrastructure templates are checked against it by tests.
-:func:`load_settings` reports every problem at once, each naming its setting and the fix.
+:func:`load_settings` is the one pipeline: the bootstrap settings from the environment only
+(:mod:`token_broker.bootstrap`), every other setting from the environment over the App Configuration
+store. It reports every problem at once, each naming its setting and the fix.
 """
 
 from __future__ import annotations
@@ -12,13 +14,13 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from .app_configuration import APPCONFIG_SETTINGS
+from .bootstrap import BOOTSTRAP_SETTINGS, Bootstrap, merge_store, read_bootstrap
 from .caller_settings import CALLER_SETTINGS, CallerSettings, read_caller_settings
 from .clouds import CLOUD_NAMES, CLOUDS, PUBLIC, Cloud
 from .credential_settings import CREDENTIAL_SETTINGS, CredentialSettings, read_credential_settings
 from .embed_settings import EMBED_SETTINGS, EmbedSettings, read_embed_settings
 from .errors import ConfigurationError, SettingProblem
-from .setting_reader import SettingReader, SettingSpec, is_guid, shorten
+from .setting_reader import SettingReader, SettingSpec, is_guid
 
 POWERBI_RESOURCE = PUBLIC.powerbi_resource
 DEFAULT_SCOPE = PUBLIC.scope
@@ -44,7 +46,7 @@ POWERBI_SETTINGS: tuple[SettingSpec, ...] = (
 )
 #: Every setting of the contract, in documentation order.
 SETTINGS: tuple[SettingSpec, ...] = (
-    POWERBI_SETTINGS + CREDENTIAL_SETTINGS + CALLER_SETTINGS + EMBED_SETTINGS + APPCONFIG_SETTINGS
+    BOOTSTRAP_SETTINGS + POWERBI_SETTINGS + CREDENTIAL_SETTINGS + CALLER_SETTINGS + EMBED_SETTINGS
 )
 SETTING_NAMES = frozenset(spec.name for spec in SETTINGS)
 SECRET_SETTINGS = frozenset(spec.name for spec in SETTINGS if spec.secret)
@@ -68,6 +70,7 @@ class Settings:
     callers: CallerSettings
     credentials: CredentialSettings
     embed: EmbedSettings = field(default_factory=EmbedSettings)
+    bootstrap: Bootstrap = field(default_factory=Bootstrap)
     cloud: Cloud = PUBLIC
     username: str | None = None
     warnings: tuple[SettingProblem, ...] = ()
@@ -92,20 +95,27 @@ def _is_nonzero_guid(value: str) -> bool:
     return is_guid(value) and uuid.UUID(value).int != 0
 
 
-def load_settings(environ: Mapping[str, str]) -> Settings:
-    """Parse and validate the settings in ``environ``.
+def load_settings(environ: Mapping[str, str], *, store: Mapping[str, str] | None = None,
+                  bootstrap: Bootstrap | None = None) -> Settings:
+    """Parse and validate the settings: ``environ`` is the process environment (the app settings),
+    ``store`` the App Configuration store's values (names without the prefix), ``bootstrap`` the
+    bootstrap settings already read from ``environ`` (read here when not given).
 
     Raises :class:`ConfigurationError` listing every problem when any setting is invalid. Warnings
-    (settings that the chosen grant type ignores) are kept on the returned object for /api/health.
+    (settings that the chosen grant type ignores, bootstrap keys found in the store) are kept on the
+    returned object for /api/health.
     """
-    read = SettingReader(environ, SETTINGS)
+    bootstrap = bootstrap if bootstrap is not None else read_bootstrap(environ)
+    values, ignored = merge_store(environ, store)
+    read = SettingReader(values, SETTINGS)
+    read.problems.extend([*bootstrap.problems, *ignored])
 
     tenant_id = read.required("POWERBI_TENANT_ID", "set it to the Directory (tenant) ID of your tenant.")
     if tenant_id is not None and not (_is_nonzero_guid(tenant_id) or _DOMAIN.match(tenant_id)):
         read.problem(
             "POWERBI_TENANT_ID",
             "POWERBI_TENANT_ID must be the tenant's GUID (Entra ID > Overview > Tenant ID) or its "
-            f"verified domain such as contoso.onmicrosoft.com; it is '{shorten(tenant_id)}'.",
+            "verified domain such as contoso.onmicrosoft.com.",
         )
     elif tenant_id is not None and tenant_id.lower() in ("common", "organizations", "consumers"):
         read.problem("POWERBI_TENANT_ID", "POWERBI_TENANT_ID must name one tenant, not a multi-tenant alias.")
@@ -114,11 +124,11 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         read.problem(
             "POWERBI_CLIENT_ID",
             "POWERBI_CLIENT_ID must be the Application (client) ID GUID from the app registration's "
-            f"Overview page; it is '{shorten(client_id)}'.",
+            "Overview page.",
         )
 
     grant_type = read.choice("POWERBI_GRANT_TYPE", GRANT_TYPES) or "client_credentials"
-    credentials = read_credential_settings(read, grant_type=grant_type)
+    credentials = read_credential_settings(read, grant_type=grant_type, identity=bootstrap.app_identity)
     username = None
     if grant_type == "password":
         username = read.required("POWERBI_USERNAME", "the password grant signs in as this master user.")
@@ -141,16 +151,12 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
     timeout = read.number("POWERBI_HTTP_TIMEOUT_SECONDS", minimum=0.5, maximum=120)
     cache_size = read.integer("POWERBI_USER_TOKEN_CACHE_MAX_ENTRIES", minimum=1, maximum=1_000_000)
 
-    callers = read_caller_settings(read, client_id=client_id, grant_type=grant_type)
+    callers = read_caller_settings(read, bootstrap=bootstrap, client_id=client_id, grant_type=grant_type)
     embed = read_embed_settings(read)
-    if read.is_set("AZURE_APPCONFIG_ENDPOINT"):
-        read.https_url("AZURE_APPCONFIG_ENDPOINT", allow_path=False)
-    read.integer("AZURE_APPCONFIG_REFRESH_SECONDS", minimum=1, maximum=86400)
 
     errors = [p for p in read.problems if p.severity == "error"]
-    if errors:
+    if errors or tenant_id is None or client_id is None:
         raise ConfigurationError(read.problems)
-    assert tenant_id is not None and client_id is not None  # guaranteed by the checks above
     return Settings(
         tenant_id=tenant_id,
         client_id=client_id,
@@ -164,6 +170,7 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         callers=callers,
         credentials=credentials,
         embed=embed,
+        bootstrap=bootstrap,
         cloud=cloud,
         username=username,
         warnings=tuple(read.problems),

@@ -19,10 +19,11 @@ from typing import TYPE_CHECKING, Any
 
 import requests
 
-from . import aad_errors, redaction
+from . import aad_errors
 from .cache import RefreshingCache
+from .callers import Caller
 from .credentials import ClientCredential, SecretSource
-from .errors import BrokerError, CallerAuthenticationError
+from .errors import BrokerError, CallerAuthenticationError, ConfigurationError, SettingProblem
 from .settings import Settings
 
 if TYPE_CHECKING:  # msal is imported on first use: /api/health and config errors never pay for it
@@ -114,6 +115,66 @@ class TokenService:
 
     # -- public API -------------------------------------------------------------------------------
 
+    def token_for(self, caller: Caller, *, min_remaining: float = 0.0) -> AccessToken:
+        """The Power BI access token to use for ``caller`` under the configured grant type.
+
+        ``min_remaining``: seconds the token must still be valid (see :meth:`service_principal_token`);
+        an on-behalf-of token can never outlive the caller's own token, whatever is asked.
+        """
+        grant_type = self._settings.grant_type
+        if grant_type == "client_credentials":
+            return self.service_principal_token(min_remaining=min_remaining)
+        if grant_type == "password":
+            return self.master_user_token(min_remaining=min_remaining)
+        assertion, principal = self._assertion(caller)
+        return self._user_tokens.get(
+            ("obo", principal),
+            lambda: self._rotating(lambda: self._fetch_on_behalf_of(assertion, caller.bearer_expires_on)),
+            min_remaining=min_remaining,
+        )
+
+    def minted_for(self, caller: Caller) -> tuple[str, ...]:
+        """Whose credential :meth:`token_for` uses for ``caller``: the key prefix of every cache of values
+        obtained with that token (embed tokens, Power BI metadata).
+
+        The service principal and the master user are one principal for every caller; on-behalf-of, each
+        caller is their own (see :attr:`Caller.principal`).
+        """
+        grant_type = self._settings.grant_type
+        if grant_type == "client_credentials":
+            return ("client_credentials",)
+        if grant_type == "password":
+            return ("password", self._settings.username or "")
+        return ("on_behalf_of", self._assertion(caller)[1])
+
+    def forget(self, caller: Caller) -> None:
+        """Drop the token :meth:`token_for` would return for ``caller`` (and MSAL's copy).
+
+        For when a service says a token that is not expired by its clock is expired.
+        """
+        grant_type = self._settings.grant_type
+        if grant_type == "client_credentials":
+            self._app_tokens.discard(_APP_KEY)
+            app = self._apps.get("client_credentials")
+            if app is not None:
+                app.remove_tokens_for_client()
+        elif grant_type == "password":
+            self._user_tokens.discard(("password", self._settings.username))
+            app = self._apps.get("password")
+            for account in app.get_accounts() if app is not None else []:
+                app.remove_account(account)  # type: ignore[union-attr]
+        else:
+            self._user_tokens.discard(("obo", self._assertion(caller)[1]))
+
+    @staticmethod
+    def _assertion(caller: Caller) -> tuple[str, str]:
+        assertion, principal = caller.bearer_token, caller.principal
+        if assertion is None or principal is None:
+            raise CallerAuthenticationError(
+                "POWERBI_GRANT_TYPE=on_behalf_of needs the signed-in user's access token for this API in "
+                "'Authorization: Bearer <token>'.", code="caller_token_missing")
+        return assertion, principal
+
     def service_principal_token(self, *, min_remaining: float = 0.0) -> AccessToken:
         """The service principal's token (client credentials).
 
@@ -132,36 +193,6 @@ class TokenService:
             key, lambda: self._rotating(lambda: self._fetch_master_user_token(min_remaining)),
             min_remaining=min_remaining,
         )
-
-    def on_behalf_of_token(self, assertion: str, *, assertion_expires_on: float | None = None) -> AccessToken:
-        """A token for the user who holds ``assertion`` (the caller's own access token for this app).
-
-        Cached per assertion (by its SHA-256): a cached user token is only ever returned to a caller
-        presenting the very token Azure AD accepted for it. It never outlives the assertion.
-        """
-        key = ("obo", hashlib.sha256(assertion.encode()).digest())
-        return self._user_tokens.get(
-            key, lambda: self._rotating(lambda: self._fetch_on_behalf_of(assertion, assertion_expires_on))
-        )
-
-    def forget_token(self, grant_type: str) -> bool:
-        """Drop the cached service principal or master user token (and MSAL's copy); False for other grants.
-
-        For when a service says a token that is not expired by its clock is expired.
-        """
-        if grant_type == "client_credentials":
-            self._app_tokens.discard(_APP_KEY)
-            app = self._apps.get("client_credentials")
-            if app is not None:
-                app.remove_tokens_for_client()
-            return True
-        if grant_type == "password":
-            self._user_tokens.discard(("password", self._settings.username))
-            app = self._apps.get("password")
-            for account in app.get_accounts() if app is not None else []:
-                app.remove_account(account)  # type: ignore[union-attr]
-            return True
-        return False
 
     @property
     def cached_user_tokens(self) -> int:
@@ -219,9 +250,6 @@ class TokenService:
 
     def _create_msal_app(self, purpose: str) -> msal.ConfidentialClientApplication:
         import msal
-
-        redaction.install(("msal",))  # its loggers exist now; its error paths may log response bodies
-
         from msal.exceptions import MsalServiceError
 
         settings = self._settings
@@ -292,7 +320,9 @@ class TokenService:
         )
 
     def _password_value(self) -> str:
-        assert self._password is not None, "the password grant is configured with a password source"
+        if self._password is None:  # load_settings requires a password for this grant
+            raise ConfigurationError([SettingProblem("POWERBI_PASSWORD", "The password grant needs "
+                                                     "POWERBI_PASSWORD or POWERBI_PASSWORD_URI.")])
         return self._password.get()
 
     def _fetch_on_behalf_of(self, assertion: str, assertion_expires_on: float | None) -> AccessToken:
