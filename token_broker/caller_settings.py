@@ -72,13 +72,18 @@ def read_caller_settings(read: SettingReader, *, client_id: str | None, grant_ty
                          f"only when its audience is this app: add api://{client_id} to CALLER_JWT_AUDIENCE.")
     elif mode == "easyauth":
         environ = read.environ
-        if not on_app_service(environ) and not allow_local:
-            read.problem("CALLER_AUTH", "CALLER_AUTH=easyauth trusts the X-MS-CLIENT-PRINCIPAL header, which only "
-                         "App Service Authentication can vouch for, and this app is not running on App Service. "
-                         "Set CALLER_EASYAUTH_ALLOW_LOCAL=true for local development only.")
-        elif on_app_service(environ) and (environ.get("WEBSITE_AUTH_ENABLED") or "").lower() == "false":
-            read.problem("CALLER_AUTH", "CALLER_AUTH=easyauth, but App Service Authentication is disabled "
-                         "(WEBSITE_AUTH_ENABLED=false): anyone could forge X-MS-CLIENT-PRINCIPAL. Enable it.")
+        if not on_app_service(environ):
+            if not allow_local:
+                read.problem("CALLER_AUTH", "CALLER_AUTH=easyauth trusts the X-MS-CLIENT-PRINCIPAL header, which "
+                             "only App Service Authentication can vouch for, and this app is not running on App "
+                             "Service. Set CALLER_EASYAUTH_ALLOW_LOCAL=true for local development only.")
+        elif (environ.get("WEBSITE_AUTH_ENABLED") or "").strip().lower() != "true":
+            # App Service sets WEBSITE_AUTH_ENABLED=True only while its Authentication is on; absent means off.
+            read.problem("CALLER_AUTH", "CALLER_AUTH=easyauth, but App Service Authentication is not on (the "
+                         "platform sets WEBSITE_AUTH_ENABLED=True only when it is): anyone could forge "
+                         "X-MS-CLIENT-PRINCIPAL. Turn on App Service Authentication with an identity provider and "
+                         "'require authentication' (portal: Authentication; ARM: the site's authsettingsV2), "
+                         "or use CALLER_AUTH=jwt.")
     if grant_type == "on_behalf_of" and mode in ("easyauth", "function_key"):
         read.problem("CALLER_AUTH", f"POWERBI_GRANT_TYPE=on_behalf_of needs the caller's Azure AD token: use "
                      f"CALLER_AUTH=jwt, not {mode}.")
