@@ -71,6 +71,8 @@ OPTIONAL_SETTINGS: dict[str, str] = {
     "CALLER_EASYAUTH_ALLOW_LOCAL": "local development only; must stay unset (false) in Azure",
     "CALLER_USERNAME_CLAIM": "the default (preferred_username) fits Entra ID tokens",
     "CALLER_RATE_LIMIT_MAX_CALLERS": "tuning; the contract default fits",
+    "CALLER_TRUSTED_PROXY_HOPS": "0 fits the template (nothing in front of the app); set it when you add Front Door "
+                                 "or API Management",
     "EMBED_ALLOWED_REPORTS": "depends on the reports; set after deployment",
     "EMBED_ALLOW_EDIT": "off unless the reports need editing; set after deployment",
     "EMBED_EDIT_ROLE": "only with EMBED_ALLOW_EDIT",

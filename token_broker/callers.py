@@ -15,6 +15,7 @@ from typing import Any, Protocol
 import azure.functions as func
 
 from .caller_settings import CallerSettings
+from .client_ip import client_key
 from .errors import CallerAuthNotConfiguredError, CallerForbiddenError
 from .http import bearer_token
 
@@ -78,10 +79,13 @@ class AnonymousAuthenticator:
 
     mode = "anonymous"
 
+    def __init__(self, *, trusted_proxy_hops: int = 0) -> None:
+        self._hops = trusted_proxy_hops
+
     def authenticate(self, req: func.HttpRequest) -> Caller:
         # The bearer token, if any, is passed on unverified: only the on-behalf-of grant uses it, and
         # Azure AD verifies it there.
-        return Caller(mode=self.mode, subject=_platform_client_ip(req), bearer_token=bearer_token(req))
+        return Caller(mode=self.mode, subject=_platform_client_key(req, self._hops), bearer_token=bearer_token(req))
 
 
 class FunctionKeyAuthenticator:
@@ -89,18 +93,18 @@ class FunctionKeyAuthenticator:
 
     mode = "function_key"
 
+    def __init__(self, *, trusted_proxy_hops: int = 0) -> None:
+        self._hops = trusted_proxy_hops
+
     def authenticate(self, req: func.HttpRequest) -> Caller:
-        return Caller(mode=self.mode, subject=_platform_client_ip(req))
+        return Caller(mode=self.mode, subject=_platform_client_key(req, self._hops))
 
 
-def _platform_client_ip(req: func.HttpRequest) -> str | None:
-    # App Service's front end appends the client address to X-Forwarded-For; entries to its left
-    # come from the client and can be forged, so only the last one identifies the caller.
+def _platform_client_key(req: func.HttpRequest, trusted_proxy_hops: int) -> str:
+    # The client address (IPv6: its /64) as App Service's front end saw it, or one shared "unknown";
+    # see client_ip for which X-Forwarded-For entry is trusted.
     forwarded = req.headers.get("x-forwarded-for")
-    if not forwarded:
-        return None
-    last = str(forwarded).split(",")[-1].strip()
-    return last.rsplit(":", 1)[0] if last.count(":") == 1 else last
+    return client_key(str(forwarded) if forwarded else None, trusted_proxy_hops=trusted_proxy_hops)
 
 
 def authorize(caller: Caller, settings: CallerSettings) -> None:
@@ -128,14 +132,14 @@ def build_authenticator(settings: CallerSettings, *, timeout: float, grant_type:
 
         return EasyAuthAuthenticator(settings)
     if settings.mode == "function_key":
-        return FunctionKeyAuthenticator()
+        return FunctionKeyAuthenticator(trusted_proxy_hops=settings.trusted_proxy_hops)
     if settings.mode == "anonymous":
         log.warning(
             "CALLER_AUTH=anonymous: anyone who can reach this function gets a Power BI token with the "
             "rights of %s. Use it only behind another gate.",
             "the signed-in user" if grant_type == "on_behalf_of" else "the configured identity",
         )
-        return AnonymousAuthenticator()
+        return AnonymousAuthenticator(trusted_proxy_hops=settings.trusted_proxy_hops)
     return NotConfiguredAuthenticator()
 
 
