@@ -8,6 +8,7 @@ Handlers receive a :class:`Caller` and never read identity from a request body o
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -156,13 +157,15 @@ def _strings(value: Any) -> frozenset[str]:
 
 
 def _epoch_seconds(value: Any) -> float | None:
-    # PyJWT accepts any integer exp, even one no float can hold (10**400): that means "no usable expiry".
-    if not isinstance(value, int | float):
+    # Only a finite JSON number is an expiry: not a bool (an int in Python), a string, NaN or infinity, nor an
+    # integer no float can hold (10**400, which PyJWT accepts).
+    if isinstance(value, bool) or not isinstance(value, int | float):
         return None
     try:
-        return float(value)
+        seconds = float(value)
     except OverflowError:
         return None
+    return seconds if math.isfinite(seconds) else None
 
 
 def caller_from_claims(claims: Mapping[str, Any], *, mode: str, username_claim: str,
