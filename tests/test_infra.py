@@ -73,6 +73,8 @@ OPTIONAL_SETTINGS: dict[str, str] = {
     "CALLER_EASYAUTH_ALLOW_LOCAL": "local development only; must stay unset (false) in Azure",
     "CALLER_USERNAME_CLAIM": "the default (preferred_username) fits Entra ID tokens",
     "CALLER_RATE_LIMIT_MAX_CALLERS": "tuning; the contract default fits",
+    "CALLER_TRUSTED_PROXY_HOPS": "0 fits the template (nothing in front of the app); set it when you add Front Door "
+                                 "or API Management",
     "EMBED_ALLOWED_REPORTS": "depends on the reports; set after deployment",
     "EMBED_ALLOW_EDIT": "off unless the reports need editing; set after deployment",
     "EMBED_EDIT_ROLE": "only with EMBED_ALLOW_EDIT",
@@ -780,7 +782,14 @@ def deployed_environment(credential_mode: str, grant_type: str, caller_auth: str
     environ = {k: RESOLVED_SECRET if str(v).startswith("@Microsoft.KeyVault(") else v for k, v in environ.items()}
     # Set by the platform on App Service.
     environ.update(WEBSITE_SITE_NAME="func-api-test", WEBSITE_INSTANCE_ID="0123456789abcdef")
+    if environ.get("CALLER_AUTH") == "easyauth" and deploys_app_service_authentication():
+        environ["WEBSITE_AUTH_ENABLED"] = "True"  # what the platform sets while Authentication is on
     return {k: str(v) for k, v in environ.items()}
+
+
+def deploys_app_service_authentication() -> bool:
+    """True when the Bicep configures App Service Authentication (Easy Auth) on the function app."""
+    return any("authsettingsV2" in path.read_text() for path in BICEP_FILES)
 
 
 COMBINATIONS = [(mode, grant, caller, app_config)
@@ -801,6 +810,14 @@ def test_the_deployed_settings_are_valid(mode: str, grant: str, caller: str, app
         # on_behalf_of needs the caller's Entra ID token: the broker refuses this combination (docs/DEPLOY.md).
         with pytest.raises(ConfigurationError):
             contract.load_settings(environ)
+        return
+    if caller == "easyauth" and not deploys_app_service_authentication():
+        # The platform sets WEBSITE_AUTH_ENABLED=True only when App Service Authentication is on; the template
+        # does not configure it (no authsettingsV2), so the broker must refuse to trust X-MS-CLIENT-PRINCIPAL.
+        with pytest.raises(ConfigurationError) as refused:
+            contract.load_settings(environ)
+        assert any(p.setting == "CALLER_AUTH" and "App Service Authentication" in p.message
+                   for p in refused.value.problems)
         return
     loaded = contract.load_settings(environ)
     assert loaded.client_id == POWERBI_APP_ID and loaded.grant_type == grant and loaded.caller_auth == caller

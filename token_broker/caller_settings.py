@@ -21,6 +21,8 @@ CALLER_SETTINGS: tuple[SettingSpec, ...] = (
     SettingSpec("CALLER_USERNAME_CLAIM", "Claim that names the caller (row-level security).", DEFAULT_USERNAME_CLAIM),
     SettingSpec("CALLER_RATE_LIMIT_PER_MINUTE", "Token requests per caller per minute; 0 turns it off.", "0"),
     SettingSpec("CALLER_RATE_LIMIT_MAX_CALLERS", "Most callers whose rate-limit state is kept in memory.", "10000"),
+    SettingSpec("CALLER_TRUSTED_PROXY_HOPS", "anonymous/function_key rate limit: X-Forwarded-For entries appended "
+                "by proxies you run in front of App Service (Front Door, API Management); 0 trusts none.", "0"),
 )
 
 @dataclass(frozen=True)
@@ -39,6 +41,7 @@ class CallerSettings:
     username_claim: str = DEFAULT_USERNAME_CLAIM
     rate_limit_per_minute: int = 0
     rate_limit_max_callers: int = 10000
+    trusted_proxy_hops: int = 0
 
 
 def read_caller_settings(read: SettingReader, *, bootstrap: Bootstrap, client_id: str | None,
@@ -107,4 +110,5 @@ def read_caller_settings(read: SettingReader, *, bootstrap: Bootstrap, client_id
         username_claim=username_claim,
         rate_limit_per_minute=read.integer("CALLER_RATE_LIMIT_PER_MINUTE", minimum=0, maximum=1_000_000),
         rate_limit_max_callers=read.integer("CALLER_RATE_LIMIT_MAX_CALLERS", minimum=1, maximum=10_000_000),
+        trusted_proxy_hops=read.integer("CALLER_TRUSTED_PROXY_HOPS", minimum=0, maximum=10),
     )

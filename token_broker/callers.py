@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -16,6 +17,7 @@ from typing import Any, Protocol
 import azure.functions as func
 
 from .caller_settings import CallerSettings
+from .client_ip import client_key
 from .errors import CallerAuthNotConfiguredError, CallerForbiddenError
 from .http import bearer_token
 
@@ -103,10 +105,13 @@ class AnonymousAuthenticator:
 
     mode = "anonymous"
 
+    def __init__(self, *, trusted_proxy_hops: int = 0) -> None:
+        self._hops = trusted_proxy_hops
+
     def authenticate(self, req: func.HttpRequest) -> Caller:
         # The bearer token, if any, is passed on unverified: only the on-behalf-of grant uses it, and
         # Azure AD verifies it there.
-        return Caller(mode=self.mode, subject=_platform_client_ip(req), bearer_token=bearer_token(req))
+        return Caller(mode=self.mode, subject=_platform_client_key(req, self._hops), bearer_token=bearer_token(req))
 
 
 class FunctionKeyAuthenticator:
@@ -114,18 +119,18 @@ class FunctionKeyAuthenticator:
 
     mode = "function_key"
 
+    def __init__(self, *, trusted_proxy_hops: int = 0) -> None:
+        self._hops = trusted_proxy_hops
+
     def authenticate(self, req: func.HttpRequest) -> Caller:
-        return Caller(mode=self.mode, subject=_platform_client_ip(req))
+        return Caller(mode=self.mode, subject=_platform_client_key(req, self._hops))
 
 
-def _platform_client_ip(req: func.HttpRequest) -> str | None:
-    # App Service's front end appends the client address to X-Forwarded-For; entries to its left
-    # come from the client and can be forged, so only the last one identifies the caller.
+def _platform_client_key(req: func.HttpRequest, trusted_proxy_hops: int) -> str:
+    # The client address (IPv6: its /64) as App Service's front end saw it, or one shared "unknown";
+    # see client_ip for which X-Forwarded-For entry is trusted.
     forwarded = req.headers.get("x-forwarded-for")
-    if not forwarded:
-        return None
-    last = str(forwarded).split(",")[-1].strip()
-    return last.rsplit(":", 1)[0] if last.count(":") == 1 else last
+    return client_key(str(forwarded) if forwarded else None, trusted_proxy_hops=trusted_proxy_hops)
 
 
 def authorize(caller: Caller, settings: CallerSettings) -> None:
@@ -153,9 +158,9 @@ def build_authenticator(settings: CallerSettings, *, timeout: float) -> CallerAu
 
         return EasyAuthAuthenticator(settings)
     if settings.mode == "function_key":
-        return FunctionKeyAuthenticator()
+        return FunctionKeyAuthenticator(trusted_proxy_hops=settings.trusted_proxy_hops)
     if settings.mode == "anonymous":  # a warning of the settings, logged and on /api/health
-        return AnonymousAuthenticator()
+        return AnonymousAuthenticator(trusted_proxy_hops=settings.trusted_proxy_hops)
     return NotConfiguredAuthenticator()
 
 
@@ -172,13 +177,15 @@ def _strings(value: Any) -> frozenset[str]:
 
 
 def _epoch_seconds(value: Any) -> float | None:
-    # PyJWT accepts any integer exp, even one no float can hold (10**400): that means "no usable expiry".
-    if not isinstance(value, int | float):
+    # Only a finite JSON number is an expiry: not a bool (an int in Python), a string, NaN or infinity, nor an
+    # integer no float can hold (10**400, which PyJWT accepts).
+    if isinstance(value, bool) or not isinstance(value, int | float):
         return None
     try:
-        return float(value)
+        seconds = float(value)
     except OverflowError:
         return None
+    return seconds if math.isfinite(seconds) else None
 
 
 def caller_from_claims(claims: Mapping[str, Any], *, mode: str, username_claim: str,

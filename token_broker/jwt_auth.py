@@ -1,21 +1,23 @@
 """``CALLER_AUTH=jwt``: verify the caller's OpenID Connect access token with PyJWT.
 
 Only asymmetric algorithms are accepted (never ``none``, never HMAC, so a public key can never be
-used as a shared secret). The issuer's signing keys come from its JWKS, found through its discovery
-document unless ``CALLER_JWT_JWKS_URI`` is set; they are cached, refreshed hourly (a failed refresh
-keeps the last good keys), and refetched once on an unknown ``kid`` at most every
-``CALLER_JWT_JWKS_REFRESH_COOLDOWN_SECONDS``. Callers learn only that their token is not valid; the
-reason goes to the log.
+used as a shared secret). Only access tokens are accepted: a token with a ``nonce`` claim, or with
+neither ``scp`` nor ``roles``, is an ID token (or not meant for an API) and is refused even when its
+audience is listed. ``exp``, ``nbf`` and ``iat`` must be JSON numbers. The issuer's signing keys come
+from its JWKS, found through its discovery document unless ``CALLER_JWT_JWKS_URI`` is set (see
+:mod:`token_broker.signing_keys` for caching, single flight and backoff). Callers learn only that their
+token is not valid; the reason goes to the log.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import azure.functions as func
@@ -25,16 +27,17 @@ import requests
 from . import aad_errors
 from .caller_settings import CallerSettings
 from .callers import Caller, caller_from_claims
-from .errors import BrokerError, CallerAuthenticationError, UpstreamUnavailableError
+from .errors import CallerAuthenticationError, ConfigurationError, SettingProblem, UpstreamUnavailableError
 from .http import bearer_token
+from .signing_keys import SigningKeys
 
 log = logging.getLogger(__name__)
 
 ALLOWED_ALGORITHMS = frozenset({"RS256", "RS384", "RS512", "PS256", "ES256"})
 VERIFIED_TOKENS_MAX_ENTRIES = 5_000  # ~1-2 KB of claims each
 MAX_TOKEN_LENGTH = 16 * 1024  # Entra ID tokens are 1-4 KB; anything far larger is an attack or a mistake
-KEYS_MAX_AGE_SECONDS = 3600.0
 _REQUIRED_CLAIMS = ["exp", "iat", "iss", "aud"]
+_TIME_CLAIMS = ("exp", "nbf", "iat")
 
 
 def _rejected(reason: str, *, code: str = "caller_token_invalid") -> CallerAuthenticationError:
@@ -44,78 +47,22 @@ def _rejected(reason: str, *, code: str = "caller_token_invalid") -> CallerAuthe
     return CallerAuthenticationError(detail, code=code)
 
 
-class SigningKeys:
-    """The issuer's signing keys by ``kid``: cached, single-flight refresh, rate-limited on unknown kids."""
-
-    def __init__(self, locate_jwks: Callable[[], str], *, timeout: float, refresh_cooldown: float,
-                 clock: Callable[[], float] = time.monotonic) -> None:
-        self._locate_jwks = locate_jwks
-        self._jwks_uri: str | None = None
-        self._timeout = timeout
-        self._cooldown = refresh_cooldown
-        self._clock = clock
-        self._keys: dict[str, jwt.PyJWK] = {}
-        self._fetched_at: float | None = None
-        self._lock = threading.Lock()
-        self.fetches = 0
-
-    def get(self, kid: str) -> jwt.PyJWK:
-        """The key with id ``kid``; raises :class:`CallerAuthenticationError` when the issuer has none."""
-        fetched_at = self._fetched_at
-        if fetched_at is None or self._clock() - fetched_at > KEYS_MAX_AGE_SECONDS:
-            self._refresh(previous=fetched_at, keep_old_on_failure=fetched_at is not None)
-        key = self._keys.get(kid)
-        if key is None and self._fetched_at is not None and self._clock() - self._fetched_at >= self._cooldown:
-            self._refresh(previous=self._fetched_at, keep_old_on_failure=True)  # maybe the keys rotated
-            key = self._keys.get(kid)
-        if key is None:
-            raise _rejected(f"no signing key with kid {kid[:64]!r} in the issuer's JWKS")
-        return key
-
-    def _refresh(self, *, previous: float | None, keep_old_on_failure: bool) -> None:
-        with self._lock:
-            if self._fetched_at != previous:
-                return  # another thread refreshed while this one waited
-            try:
-                if self._jwks_uri is None:
-                    self._jwks_uri = self._locate_jwks()
-                response = requests.get(self._jwks_uri, timeout=self._timeout)
-                response.raise_for_status()
-                key_set = jwt.PyJWKSet.from_dict(response.json())
-            except BrokerError:
-                raise
-            except (requests.RequestException, ValueError, jwt.PyJWTError) as err:
-                if keep_old_on_failure and self._keys:
-                    log.warning("Refreshing the caller token signing keys failed (%s); keeping the old keys",
-                                type(err).__name__)
-                    self._fetched_at = self._clock()
-                    return
-                raise UpstreamUnavailableError(
-                    "The signing keys of CALLER_JWT_ISSUER could not be fetched, so no caller can be verified. "
-                    "Check CALLER_JWT_ISSUER / CALLER_JWT_JWKS_URI and the network path.",
-                    code="caller_keys_unavailable", setting="CALLER_JWT_JWKS_URI",
-                ) from err
-            self._keys = {key.key_id: key for key in key_set.keys if key.key_id}
-            self._fetched_at = self._clock()
-            self.fetches += 1
-            log.info("Fetched %d caller token signing keys", len(self._keys))
-
-
 class JwtAuthenticator:
     """Verifies ``Authorization: Bearer <JWT>`` from the configured OpenID Connect issuer."""
 
     mode = "jwt"
 
     def __init__(self, settings: CallerSettings, *, timeout: float) -> None:
-        assert settings.jwt_issuer is not None
+        if not settings.jwt_issuer:  # the settings reader reports this; guard against building it by hand
+            raise ConfigurationError([SettingProblem("CALLER_JWT_ISSUER", "CALLER_AUTH=jwt needs CALLER_JWT_ISSUER.")])
         self._settings = settings
         self._issuer = settings.jwt_issuer
         self._audiences = list(settings.jwt_audiences)
         self._timeout = timeout
         self.keys = SigningKeys(self._locate_jwks, timeout=timeout,
                                 refresh_cooldown=settings.jwt_jwks_refresh_cooldown_seconds)
-        # Verified claims by token SHA-256, tagged with the key set they were checked against: a key
-        # refresh (rotation, revocation) makes every entry stale.
+        # Verified claims by token SHA-256, tagged with the key generation read before they were checked:
+        # a key withdrawn or replaced since makes the entry stale.
         self._verified: OrderedDict[bytes, tuple[dict[str, Any], int]] = OrderedDict()
         self._verified_lock = threading.Lock()
 
@@ -132,6 +79,8 @@ class JwtAuthenticator:
             raise UpstreamUnavailableError(
                 f"The discovery document {url} could not be read ({mapped.code}); check CALLER_JWT_ISSUER or set "
                 "CALLER_JWT_JWKS_URI.", code="caller_keys_unavailable", setting="CALLER_JWT_ISSUER") from err
+        if not isinstance(document, dict):
+            document = {}
         if document.get("issuer") != self._issuer or not isinstance(document.get("jwks_uri"), str):
             raise UpstreamUnavailableError(
                 f"The discovery document at {url} names issuer {str(document.get('issuer'))[:100]!r}, not "
@@ -149,12 +98,13 @@ class JwtAuthenticator:
         if len(token) > MAX_TOKEN_LENGTH:
             raise _rejected(f"token of {len(token)} characters")
         digest = hashlib.sha256(token.encode()).digest()
+        generation = self.keys.generation  # before verifying: a key withdrawn meanwhile makes this entry stale
         cached = self._verified.get(digest)
-        if cached is not None and cached[1] == self.keys.fetches:
+        if cached is not None and cached[1] == generation:
             return self._still_valid(cached[0])
         claims = self._verify_signature_and_claims(token)
         with self._verified_lock:
-            self._verified[digest] = (claims, self.keys.fetches)
+            self._verified[digest] = (claims, generation)
             while len(self._verified) > VERIFIED_TOKENS_MAX_ENTRIES:
                 self._verified.popitem(last=False)
         return claims
@@ -179,17 +129,27 @@ class JwtAuthenticator:
         if not isinstance(kid, str) or not kid:
             raise _rejected("no kid in the token header")
         key = self.keys.get(kid)
+        if key is None:
+            raise _rejected(f"no signing key with kid {kid[:64]!r} in the issuer's JWKS")
         if key.key_type != ("EC" if algorithm.startswith("ES") else "RSA"):
             raise _rejected(f"algorithm {algorithm} does not fit the {key.key_type} key {kid[:64]!r}")
         try:
-            return dict(jwt.decode(
+            claims = dict(jwt.decode(
                 token, key.key, algorithms=[algorithm], audience=self._audiences, issuer=self._issuer,
                 leeway=self._settings.jwt_leeway_seconds, options={"require": _REQUIRED_CLAIMS},
             ))
         except jwt.ExpiredSignatureError as err:
             raise _rejected("expired", code="caller_token_expired") from err
-        except (jwt.PyJWTError, ValueError, TypeError) as err:
+        except (jwt.PyJWTError, ValueError, TypeError, ArithmeticError) as err:
             raise _rejected(f"{type(err).__name__}: {str(err)[:120]}") from err
+        for name in _TIME_CLAIMS:  # PyJWT int()-converts strings; the cache and the broker need numbers
+            if name in claims and not _is_number(claims[name]):
+                raise _rejected(f"the {name} claim is a JSON {type(claims[name]).__name__}, not a number")
+        if "nonce" in claims:
+            raise _rejected("a nonce claim: an ID token, not an access token")
+        if not claims.get("scp") and not claims.get("roles"):
+            raise _rejected("neither scp nor roles: not an access token for an API (an ID token?)")
+        return claims
 
     def authenticate(self, req: func.HttpRequest) -> Caller:
         token = bearer_token(req)
@@ -201,3 +161,10 @@ class JwtAuthenticator:
         claims = self.verify(token)
         return caller_from_claims(claims, mode=self.mode, username_claim=self._settings.username_claim,
                                   bearer=token)
+
+
+def _is_number(value: Any) -> bool:
+    """A finite JSON number (bool is an int in Python, not in JSON)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    return isinstance(value, int) or math.isfinite(value)
