@@ -42,17 +42,24 @@ UPCOMING_SETTINGS = frozenset({
 
 #: Runtime and platform settings the Bicep sets that are not the broker's contract.
 PLATFORM_SETTINGS = frozenset({
-    "AzureWebJobsStorage__accountName",  # identity-based runtime storage (no connection string)
+    "AzureWebJobsStorage__blobServiceUri",  # identity-based runtime storage, blobs only (no connection string)
     "AzureWebJobsStorage__credential",
     "AzureWebJobsStorage__clientId",
     "APPLICATIONINSIGHTS_CONNECTION_STRING",  # where telemetry goes (ingestion needs Entra ID: local auth is off)
     "APPLICATIONINSIGHTS_AUTHENTICATION_STRING",  # telemetry authenticated with the managed identity
     "AZURE_CLIENT_ID",  # the user-assigned identity azure-identity uses
+    "PYTHON_THREADPOOL_THREAD_COUNT",  # the Python worker's threads, matched to the HTTP concurrency
 })
 
-#: Flex Consumption takes the runtime from functionAppConfig.runtime and rejects these as app settings.
-FLEX_REJECTED_SETTINGS = frozenset({"FUNCTIONS_WORKER_RUNTIME", "FUNCTIONS_EXTENSION_VERSION",
-                                    "WEBSITE_RUN_FROM_PACKAGE", "WEBSITE_CONTENTAZUREFILECONNECTIONSTRING"})
+#: Settings the broker reads from the process environment only (app settings and platform variables), never
+#: from the App Configuration store: they decide how the app is indexed and where the store is. A bootstrap
+#: key found in the store is ignored by the broker, so the deployment must never write one there.
+BOOTSTRAP_SETTINGS = frozenset({"CALLER_AUTH", "AZURE_CLIENT_ID"})
+BOOTSTRAP_PREFIXES = ("AZURE_APPCONFIG_", "WEBSITE_", "IDENTITY_")
+
+
+def is_bootstrap(name: str) -> bool:
+    return name in BOOTSTRAP_SETTINGS or name.startswith(BOOTSTRAP_PREFIXES)
 
 #: Contract settings the deployment leaves unset on purpose (documented as optional), with the reason.
 OPTIONAL_SETTINGS: dict[str, str] = {
@@ -79,7 +86,6 @@ OPTIONAL_SETTINGS: dict[str, str] = {
     "EMBED_TOKEN_LIFETIME_MINUTES": "tuning; the contract default fits",
     "EMBED_CACHE_MAX_ENTRIES": "tuning; the contract default fits",
     "AZURE_APPCONFIG_LABEL": "the template writes unlabelled key-values",
-    "AZURE_APPCONFIG_REFRESH_SECONDS": "tuning; the default fits",
 }
 
 #: Built-in Azure role definition ids the templates may use, and the names their comments must give.
@@ -296,12 +302,14 @@ def test_key_vault_uses_rbac_soft_delete_and_purge_protection() -> None:
     assert get(vault, "properties", "enablePurgeProtection") is True
 
 
-def test_function_app_is_https_only_tls12_no_ftps_flex_python() -> None:
+def test_function_app_is_https_only_tls12_flex_python() -> None:
     _, _, site = one("Microsoft.Web/sites")
     props = get(site, "properties")
     assert get(props, "httpsOnly") is True
     assert get(props, "siteConfig", "minTlsVersion") == "1.2"
-    assert get(props, "siteConfig", "ftpsState") == "Disabled"
+    # FTP is off through basicPublishingCredentialsPolicies (test_basic_auth_publishing_is_off), not
+    # siteConfig.ftpsState, which Flex Consumption rejects (tests/test_flex.py).
+    assert "ftpsState" not in get(props, "siteConfig")
     runtime = get(props, "functionAppConfig", "runtime")
     assert get(runtime, "name") == "python"
     assert get(runtime, "version") == f"{sys.version_info.major}.{sys.version_info.minor}"
@@ -353,13 +361,61 @@ def test_monitoring_and_app_configuration_disable_local_auth() -> None:
 
 def test_runtime_storage_and_telemetry_use_the_managed_identity() -> None:
     platform = object_keys(parsed(module_file("api"))["variables"]["platformAppSettings"]["value"])
-    assert {"AzureWebJobsStorage__accountName", "AzureWebJobsStorage__credential", "AzureWebJobsStorage__clientId",
+    assert {"AzureWebJobsStorage__blobServiceUri", "AzureWebJobsStorage__credential", "AzureWebJobsStorage__clientId",
             "APPLICATIONINSIGHTS_AUTHENTICATION_STRING"} <= platform
     settings = dict(object_items(parsed(module_file("api"))["variables"]["platformAppSettings"]["value"]))
     assert settings["AzureWebJobsStorage__credential"] == "managedidentity"
     assert settings["APPLICATIONINSIGHTS_AUTHENTICATION_STRING"] == "ClientId=${identityClientId};Authorization=AAD"
     assert not {"AzureWebJobsStorage", "AzureWebJobsStorage__connectionString"} & bicep_app_settings()
-    assert not FLEX_REJECTED_SETTINGS & bicep_app_settings()
+
+
+def test_runtime_storage_is_blob_only_like_the_roles() -> None:
+    """With __accountName the host also builds queue and table clients for AzureWebJobsStorage and logs 403s,
+    because the identity holds blob roles only; the service URI of each service it may use must match a role."""
+    platform = object_keys(parsed(module_file("api"))["variables"]["platformAppSettings"]["value"])
+    assert "AzureWebJobsStorage__accountName" not in bicep_app_settings()
+    services = {name.removeprefix("AzureWebJobsStorage__").removesuffix("ServiceUri")
+                for name in platform if name.endswith("ServiceUri")}
+    assert services == {"blob"}
+    storage_roles = {BUILTIN_ROLES[parsed(module_file("rbac"))["variables"][name]["value"]]
+                     for name in parsed(module_file("rbac"))["variables"] if name.startswith("storage")}
+    assert storage_roles == {"Storage Blob Data Owner"}, "add the ServiceUri setting of every storage role's service"
+
+
+def test_scale_limits_and_http_concurrency() -> None:
+    for path in (MAIN, module_file("api")):
+        param = parsed(path)["parameters"]["maximumInstanceCount"]
+        assert (decorator(param, "min_value"), decorator(param, "max_value")) == (40, 1000), path.name
+        concurrency = parsed(path)["parameters"]["httpPerInstanceConcurrency"]
+        assert decorator(concurrency, "min_value") == 1 and concurrency["default"] >= 1, path.name
+    assert parsed(MAIN)["parameters"]["httpPerInstanceConcurrency"]["default"] == \
+        parsed(module_file("api"))["parameters"]["httpPerInstanceConcurrency"]["default"]
+    assert parsed(MAIN)["modules"]["api"]["config"]["params"]["httpPerInstanceConcurrency"] == \
+        "httpPerInstanceConcurrency"
+    _, _, site = one("Microsoft.Web/sites")
+    http = get(site, "properties", "functionAppConfig", "scaleAndConcurrency", "triggers", "http")
+    assert get(http, "perInstanceConcurrency") == "httpPerInstanceConcurrency"
+    # The Python worker gets one thread per concurrent request, up to its maximum of 32.
+    for concurrency, threads in ((1, "1"), (16, "16"), (32, "32"), (100, "32")):
+        api = Evaluator(parsed(module_file("api")), {"identityClientId": IDENTITY_CLIENT_ID,
+                                                     "httpPerInstanceConcurrency": concurrency},
+                        {"storage.properties.primaryEndpoints.blob": "https://sttest.blob.core.windows.net/",
+                         "applicationInsights.properties.ConnectionString": "InstrumentationKey=0"})
+        assert api.variable("platformAppSettings")["PYTHON_THREADPOOL_THREAD_COUNT"] == threads
+
+
+#: The azd Flex Consumption template's regions (Azure-Samples/functions-quickstart-python-http-azd, main.bicep).
+FLEX_REGIONS_OF_THE_AZD_TEMPLATE = frozenset("""australiaeast australiasoutheast brazilsouth canadacentral centralindia
+    centralus eastasia eastus eastus2 eastus2euap francecentral germanywestcentral italynorth japaneast koreacentral
+    northcentralus northeurope norwayeast southafricanorth southcentralus southeastasia southindia spaincentral
+    swedencentral uaenorth uksouth ukwest westcentralus westeurope westus westus2 westus3""".split())
+
+
+def test_location_is_a_flex_consumption_region() -> None:
+    allowed = set(decorator(parsed(MAIN)["parameters"]["location"], "allowed"))
+    assert allowed >= FLEX_REGIONS_OF_THE_AZD_TEMPLATE
+    assert all(re.fullmatch(r"[a-z0-9]+", region) for region in allowed)
+    assert "list-flexconsumption-locations" in MAIN.read_text()
 
 
 def test_cors_comes_from_a_parameter_that_never_allows_everyone() -> None:
@@ -498,8 +554,12 @@ def test_entra_objects() -> None:
     assert get(api, "appRoles") == "callerRoles"
     assert "tenant" in json.dumps(tree["variables"]["callerApiIdentifierUri"]["value"])
 
-    principals = [a for a in tree["resources"].values() if a["type"] == "Microsoft.Graph/servicePrincipals"]
+    principals = [unwrap(a["config"]) for a in tree["resources"].values()
+                  if a["type"] == "Microsoft.Graph/servicePrincipals"]
     assert len(principals) == 2
+    # Owned like their applications: Application.ReadWrite.OwnedBy can update them on a redeploy.
+    for body in [*principals, *apps.values()]:
+        assert get(body, "owners", "relationships") == "owners"
 
     fic = unwrap(tree["resources"]["powerbiApp__managedIdentityCredential"]["config"])
     assert tree["resources"]["powerbiApp__managedIdentityCredential"]["config"]["condition"] == "isFederated"
@@ -507,6 +567,18 @@ def test_entra_objects() -> None:
     assert fic["subject"] == "identityPrincipalId"
     assert fic["audiences"] == ["tokenExchangeAudience"]
     assert tree["parameters"]["tokenExchangeAudience"]["default"] == "api://AzureADTokenExchange"
+
+    # The Power BI app always declares the scope and role and enables them only with on_behalf_of: Graph
+    # refuses to remove an enabled scope or role, so a grant type change must never remove one.
+    powerbi = apps["powerbiApp"]
+    assert get(powerbi, "api", "oauth2PermissionScopes") == "powerbiAppScopes"
+    assert get(powerbi, "appRoles") == "powerbiAppRoles"
+    for grant in ("client_credentials", "on_behalf_of", "password"):
+        entra = Evaluator(tree, {"grantType": grant, "resourceToken": "abcdefghijklm"}, {})
+        for variable, declared in (("powerbiAppScopes", "callerScopes"), ("powerbiAppRoles", "callerRoles")):
+            values = entra.variable(variable)
+            assert [v["id"] for v in values] == [v["id"] for v in entra.variable(declared)]
+            assert {v["isEnabled"] for v in values} == {grant == "on_behalf_of"}
 
     group = unwrap(tree["resources"]["powerbiSecurityGroup"]["config"])
     assert group["securityEnabled"] is True and group["mailEnabled"] is False and group["uniqueName"]
@@ -703,6 +775,8 @@ class Evaluator:
             return _INTERPOLATION.sub(lambda m: str(self.lookup(m.group(1))), value)
         if isinstance(value, list):
             return [self.eval(item) for item in value]
+        if isinstance(value, dict) and "loop_type" in value:
+            return self.for_expression(value)
         if function_name(value):
             return self.function(value["function"])
         if is_expression(value):
@@ -723,7 +797,28 @@ class Evaluator:
             return str(args[0]).lower() if isinstance(args[0], bool) else str(args[0])
         if kind == "empty":
             return not args[0]
+        if kind == "min":
+            return min(args)
+        if kind == "split":
+            return str(args[0]).split(str(args[1]))
+        if kind == "first":
+            return args[0][0] if args[0] else None
+        if kind == "guid":
+            return "guid(" + ",".join(map(str, args)) + ")"
         raise NotImplementedError(kind)
+
+    def for_expression(self, loop: dict[str, Any]) -> list[Any]:
+        """``[for item in list: body]``: the body evaluated with the loop variable bound to each item."""
+        detail = loop["loop_type"]["detail"]
+        results = []
+        for item in self.name(str(detail["array_name"])):
+            saved = dict(self.params)
+            self.params[str(detail["item_name"])] = item
+            try:
+                results.append(self.eval(loop["config"]))
+            finally:
+                self.params = saved
+        return results
 
     def operator(self, node: dict[str, Any]) -> Any:
         kind, operands = node["type"], node["operands"]
@@ -746,39 +841,66 @@ class Evaluator:
         raise NotImplementedError(kind)
 
 
+class Deployment:
+    """What Azure hands the broker for one set of parameters, evaluated from the Bicep.
+
+    ``environment``: the process environment, as the platform builds it: the site's app settings (Key Vault
+    references resolved) plus the platform's own variables (``WEBSITE_AUTH_ENABLED=True`` only when App Service
+    Authentication is on). ``store``: the key-values the deployment writes to App Configuration, without the
+    ``TokenBroker:`` prefix (Key Vault references resolved). ``settings``: what the broker runs with: the store
+    minus bootstrap keys (which the broker ignores there), overridden by the environment.
+    """
+
+    def __init__(self, credential_mode: str, grant_type: str, caller_auth: str, use_app_configuration: bool) -> None:
+        entra = Evaluator(parsed(module_file("entra")), {"grantType": grant_type, "credentialMode": credential_mode,
+                                                         "resourceToken": "abcdefghijklm", "environmentName": "test"},
+                          {"powerbiApp.appId": POWERBI_APP_ID, "callerApiApp.appId": CALLER_API_APP_ID,
+                           "tenant().tenantId": TENANT})
+        params = {"credentialMode": credential_mode, "powerbiGrantType": grant_type, "callerAuth": caller_auth,
+                  "useAppConfiguration": use_app_configuration, "powerbiUsername": "pbi-master@contoso.com",
+                  "powerbiWorkspaceId": "b0e6e5a0-6a8a-4c4e-9f5e-7d0c6a1f2b3c",
+                  "embedAllowedWorkspaces": "b0e6e5a0-6a8a-4c4e-9f5e-7d0c6a1f2b3c"}
+        main = Evaluator(parsed(MAIN), params, {
+            "tenant().tenantId": TENANT,
+            "environment().authentication.loginEndpoint": "https://login.microsoftonline.com/",
+            "keyVault.outputs.uri": "https://kv-test.vault.azure.net/",
+            "keyVault.outputs.name": "kv-test",
+            "entra.outputs.powerbiClientId": POWERBI_APP_ID,
+            "entra.outputs.callerJwtAudience": entra.output("callerJwtAudience"),
+            "entra.outputs.callerApiClientId": entra.output("callerApiClientId"),
+            "appConfiguration.outputs.endpoint": "https://appcs-test.azconfig.io",
+        })
+        api_params = {name: main.eval(value)
+                      for name, value in unwrap(parsed(MAIN)["modules"]["api"]["config"])["params"].items()
+                      if name in ("httpPerInstanceConcurrency", "easyAuthEnabled", "easyAuthClientId",
+                                  "easyAuthIssuer", "easyAuthAllowedAudiences")}
+        api = Evaluator(parsed(module_file("api")), {"identityClientId": IDENTITY_CLIENT_ID, **api_params}, {
+            "storage.properties.primaryEndpoints.blob": "https://sttest.blob.core.windows.net/",
+            "applicationInsights.properties.ConnectionString": "InstrumentationKey=00000000-0000-0000-0000-000000000000",
+        })
+        self.api_params = api_params
+        self.easy_auth = bool(api_params["easyAuthEnabled"])
+        site_settings = {**main.variable("functionAppSettings"), **api.variable("platformAppSettings")}
+        environment = {k: RESOLVED_SECRET if str(v).startswith("@Microsoft.KeyVault(") else str(v)
+                       for k, v in site_settings.items()}
+        # Set by the platform on App Service; WEBSITE_AUTH_ENABLED only when Authentication is on.
+        environment.update(WEBSITE_SITE_NAME="func-api-test", WEBSITE_INSTANCE_ID="0123456789abcdef")
+        if self.easy_auth:
+            environment["WEBSITE_AUTH_ENABLED"] = "True"
+        self.environment = environment
+        store: dict[str, str] = {}
+        if use_app_configuration:
+            module = unwrap(parsed(MAIN)["modules"]["appConfiguration"]["config"])["params"]
+            store.update({k: str(v) for k, v in main.eval(module["settings"]).items()})
+            store.update(dict.fromkeys(main.eval(module["keyVaultReferences"]), RESOLVED_SECRET))
+        self.store = store
+        self.settings = {**{k: v for k, v in store.items() if not is_bootstrap(k)}, **environment}
+
+
 def deployed_environment(credential_mode: str, grant_type: str, caller_auth: str,
                          use_app_configuration: bool) -> dict[str, str]:
-    """The environment the broker sees in Azure for these parameters: app settings, App Configuration
-    key-values and Key Vault references resolved, as the platform and the App Configuration provider do."""
-    entra = Evaluator(parsed(module_file("entra")), {"grantType": grant_type, "credentialMode": credential_mode,
-                                                     "resourceToken": "abcdefghijklm", "environmentName": "test"},
-                      {"powerbiApp.appId": POWERBI_APP_ID, "callerApiApp.appId": CALLER_API_APP_ID,
-                       "tenant().tenantId": TENANT})
-    params = {"credentialMode": credential_mode, "powerbiGrantType": grant_type, "callerAuth": caller_auth,
-              "useAppConfiguration": use_app_configuration, "powerbiUsername": "pbi-master@contoso.com",
-              "powerbiWorkspaceId": "b0e6e5a0-6a8a-4c4e-9f5e-7d0c6a1f2b3c",
-              "embedAllowedWorkspaces": "b0e6e5a0-6a8a-4c4e-9f5e-7d0c6a1f2b3c"}
-    main = Evaluator(parsed(MAIN), params, {
-        "tenant().tenantId": TENANT,
-        "environment().authentication.loginEndpoint": "https://login.microsoftonline.com/",
-        "keyVault.outputs.uri": "https://kv-test.vault.azure.net/",
-        "keyVault.outputs.name": "kv-test",
-        "entra.outputs.powerbiClientId": POWERBI_APP_ID,
-        "entra.outputs.callerJwtAudience": entra.output("callerJwtAudience"),
-        "appConfiguration.outputs.endpoint": "https://appcs-test.azconfig.io",
-    })
-    api = Evaluator(parsed(module_file("api")), {"identityClientId": IDENTITY_CLIENT_ID}, {
-        "storage.name": "sttest",
-        "applicationInsights.properties.ConnectionString": "InstrumentationKey=00000000-0000-0000-0000-000000000000",
-    })
-    environ = {**main.variable("functionAppSettings"), **api.variable("platformAppSettings")}
-    if use_app_configuration:
-        environ.update(main.variable("brokerAppSettings"))
-        environ.update(dict.fromkeys(main.variable("keyVaultReferenceUris"), RESOLVED_SECRET))
-    environ = {k: RESOLVED_SECRET if str(v).startswith("@Microsoft.KeyVault(") else v for k, v in environ.items()}
-    # Set by the platform on App Service.
-    environ.update(WEBSITE_SITE_NAME="func-api-test", WEBSITE_INSTANCE_ID="0123456789abcdef")
-    return {k: str(v) for k, v in environ.items()}
+    """The settings the broker runs with in Azure for these parameters (environment over store)."""
+    return Deployment(credential_mode, grant_type, caller_auth, use_app_configuration).settings
 
 
 COMBINATIONS = [(mode, grant, caller, app_config)
@@ -816,3 +938,109 @@ def test_the_deployed_settings_are_valid(mode: str, grant: str, caller: str, app
         assert "POWERBI_CLIENT_SECRET" not in environ
     if app_config:
         assert environ["AZURE_APPCONFIG_ENDPOINT"] == "https://appcs-test.azconfig.io"
+
+
+# -- bootstrap settings and the auth level: what the worker indexes with vs what the broker runs -------------
+
+CALLER_COMBINATIONS = [(caller, app_config) for caller in ("jwt", "easyauth", "function_key", "anonymous")
+                       for app_config in (False, True)]
+
+
+def indexed_auth_level(environment: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> str:
+    """The auth level the worker gives the token routes when it indexes the app in this process environment."""
+    handlers = pytest.importorskip("token_broker.handlers")
+    with monkeypatch.context() as patch:
+        for name in ("CALLER_AUTH", "AZURE_APPCONFIG_ENDPOINT"):
+            patch.delenv(name, raising=False)
+        for name, value in environment.items():
+            patch.setenv(name, value)
+        return str(handlers.token_auth_level().name)
+
+
+def expected_auth_level(caller: str) -> str:
+    return "FUNCTION" if caller == "function_key" else "ANONYMOUS"
+
+
+@pytest.mark.parametrize(("caller", "app_config"), CALLER_COMBINATIONS,
+                         ids=[f"{c}-appconfig={a}" for c, a in CALLER_COMBINATIONS])
+def test_the_auth_level_and_caller_mode_are_the_operators(caller: str, app_config: bool,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """The routes are indexed from the environment alone; the broker runs with environment + store. Both must
+    give the callerAuth the operator chose (a function_key broker behind ANONYMOUS routes answers without a key)."""
+    deployment = Deployment("keyVaultReference", "client_credentials", caller, app_config)
+    assert deployment.environment["CALLER_AUTH"] == caller
+    assert indexed_auth_level(deployment.environment, monkeypatch) == expected_auth_level(caller)
+    assert contract.load_settings(deployment.settings).caller_auth == caller
+    # Easy Auth is on exactly when the broker trusts X-MS-CLIENT-PRINCIPAL.
+    assert deployment.easy_auth is (caller == "easyauth")
+    assert ("WEBSITE_AUTH_ENABLED" in deployment.environment) is (caller == "easyauth")
+
+
+def test_the_auth_level_check_catches_a_store_only_caller_auth(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The old deployment: CALLER_AUTH=function_key in the store only. Indexed ANONYMOUS, so the check fails."""
+    deployment = Deployment("keyVaultReference", "client_credentials", "function_key", True)
+    environment = {k: v for k, v in deployment.environment.items() if k != "CALLER_AUTH"}
+    assert indexed_auth_level(environment, monkeypatch) != expected_auth_level("function_key")
+
+
+@pytest.mark.parametrize(("mode", "grant", "caller", "app_config"), COMBINATIONS,
+                         ids=["-".join(str(p) for p in c) for c in COMBINATIONS])
+def test_no_bootstrap_setting_is_written_to_the_store(mode: str, grant: str, caller: str, app_config: bool) -> None:
+    deployment = Deployment(mode, grant, caller, app_config)
+    assert sorted(k for k in deployment.store if is_bootstrap(k)) == []
+    assert {"CALLER_AUTH", "AZURE_CLIENT_ID"} <= set(deployment.environment)
+    if app_config:
+        assert deployment.store, "App Configuration is on but the store gets no key-values"
+        assert {"AZURE_APPCONFIG_ENDPOINT", "AZURE_APPCONFIG_REFRESH_SECONDS"} <= set(deployment.environment)
+    else:
+        assert not any(k.startswith("AZURE_APPCONFIG_") for k in deployment.environment)
+
+
+def test_bootstrap_settings_are_app_settings_by_construction() -> None:
+    variables = parsed(MAIN)["variables"]
+    store_keys = object_keys(variables["brokerAppSettings"]["value"]) | object_keys(
+        variables["keyVaultReferenceUris"]["value"])
+    assert sorted(k for k in store_keys if is_bootstrap(k)) == []
+    assert {"CALLER_AUTH", "AZURE_APPCONFIG_ENDPOINT", "AZURE_APPCONFIG_REFRESH_SECONDS"} <= object_keys(
+        variables["bootstrapAppSettings"]["value"])
+    assert "bootstrapAppSettings" in references(variables["functionAppSettings"]["value"])
+
+
+def test_the_app_configuration_refresh_fits_the_free_tier() -> None:
+    """Free: 1,000 requests a day per store. Each running instance checks the sentinel once per interval."""
+    for sku in ("free", "standard"):
+        main = Evaluator(parsed(MAIN), {"appConfigurationSku": sku}, {})
+        seconds = main.variable("appConfigurationRefreshSeconds")
+        if sku == "free":
+            assert 86400 / seconds <= 1000 / 40, "one busy instance must use at most 1/40 of the daily quota"
+        else:
+            assert seconds <= 300
+    assert decorator(parsed(MAIN)["parameters"]["appConfigurationSku"], "allowed") == ["free", "standard"]
+
+
+def test_easy_auth_is_configured_for_easyauth() -> None:
+    """callerAuth=easyauth: authsettingsV2 with the Entra ID provider of the API app registration, every token
+    route behind it (401 without a valid token), health and the OpenAPI description open."""
+    found = [(name, attrs) for name, attrs in parsed(module_file("api"))["resources"].items()
+             if attrs["type"] == "Microsoft.Web/sites/config" and unwrap(attrs["config"])["name"] == "authsettingsV2"]
+    assert len(found) == 1
+    name, attrs = found[0]
+    assert attrs["config"]["condition"] == "easyAuthEnabled"
+    body = unwrap(attrs["config"])["properties"]
+    assert get(body, "platform", "enabled") is True
+    assert get(body, "globalValidation", "requireAuthentication") is True
+    assert get(body, "globalValidation", "unauthenticatedClientAction") == "Return401"
+    excluded = get(body, "globalValidation", "excludedPaths")
+    assert set(excluded) == {"/api/health", "/api/openapi.json"}
+    aad = get(body, "identityProviders", "azureActiveDirectory")
+    assert get(aad, "enabled") is True
+    assert get(aad, "registration", "clientId") == "easyAuthClientId"
+    assert get(aad, "registration", "openIdIssuer") == "easyAuthIssuer"
+    assert get(aad, "validation", "allowedAudiences") == "easyAuthAllowedAudiences"
+    # Wired to the API app registration that entra.bicep creates, for every grant type.
+    for grant in ("client_credentials", "on_behalf_of", "password"):
+        deployment = Deployment("keyVaultReference", grant, "easyauth", False)
+        expected_client = POWERBI_APP_ID if grant == "on_behalf_of" else CALLER_API_APP_ID
+        assert deployment.api_params["easyAuthClientId"] == expected_client
+        assert deployment.api_params["easyAuthAllowedAudiences"][0] == expected_client
+        assert deployment.api_params["easyAuthIssuer"] == f"https://login.microsoftonline.com/{TENANT}/v2.0"
