@@ -362,8 +362,6 @@ module appConfiguration 'app/appconfig.bicep' = if (useAppConfiguration) {
     identityPrincipalId: identity.outputs.principalId
     deployerPrincipalId: principalId
     deployerPrincipalType: principalType
-    settings: brokerAppSettings
-    keyVaultReferences: keyVaultReferenceUris
   }
 }
 
@@ -415,6 +413,10 @@ output AZURE_MANAGED_IDENTITY_PRINCIPAL_ID string = identity.outputs.principalId
 output AZURE_KEY_VAULT_NAME string = keyVault.outputs.name
 output AZURE_KEY_VAULT_URI string = keyVault.outputs.uri
 output AZURE_APPCONFIG_ENDPOINT string = appConfigurationEndpoint
+// What the postprovision hook writes to the store (infra/hooks/appconfig_keyvalues.py): non-secret settings, and
+// setting name -> Key Vault secret URI. Never a bootstrap setting (tests/test_infra.py checks it).
+output AZURE_APPCONFIG_SETTINGS object = useAppConfiguration ? brokerAppSettings : {}
+output AZURE_APPCONFIG_KEYVAULT_REFERENCES object = useAppConfiguration ? keyVaultReferenceUris : {}
 output APPLICATIONINSIGHTS_NAME string = monitoring.outputs.applicationInsightsName
 output POWERBI_TENANT_ID string = tenant().tenantId
 output POWERBI_CLIENT_ID string = appClientId

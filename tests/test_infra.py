@@ -591,17 +591,19 @@ def test_entra_objects() -> None:
 
 
 def test_app_configuration_keys_are_the_ones_the_broker_loads() -> None:
+    """The hook writes the key-values (not Resource Manager: the data-plane role would not have propagated)."""
     tree = parsed(module_file("appconfig"))
-    prefix = tree["parameters"]["settingPrefix"]["default"]
-    key_values = {name: unwrap(attrs["config"]) for name, attrs in tree["resources"].items()
-                  if attrs["type"] == "Microsoft.AppConfiguration/configurationStores/keyValues"}
-    assert {body["name"] for body in key_values.values()} == {
-        "${settingPrefix}${setting.key}", "${settingPrefix}${reference.key}", "${settingPrefix}Sentinel"}
-    assert key_values["keyVaultReferenceKeyValues"]["properties"]["contentType"] == (
-        "application/vnd.microsoft.appconfig.keyvaultref+json;charset=utf-8")
+    assert not [attrs for attrs in tree["resources"].values()
+                if attrs["type"] == "Microsoft.AppConfiguration/configurationStores/keyValues"]
+    writer = (INFRA / "hooks" / "appconfig_keyvalues.py").read_text()
     loader = pytest.importorskip("token_broker.app_configuration")
-    assert prefix == loader.KEY_PREFIX
-    assert f"{prefix}Sentinel" == loader.SENTINEL_KEY
+    assert f'KEY_PREFIX = "{loader.KEY_PREFIX}"' in writer
+    assert 'SENTINEL_KEY = KEY_PREFIX + "Sentinel"' in writer and loader.SENTINEL_KEY == loader.KEY_PREFIX + "Sentinel"
+    for hook in HOOKS:
+        assert "appconfig_keyvalues.py" in hook.read_text(), hook.name
+    outputs = parsed(MAIN)["outputs"]
+    for name in ("AZURE_APPCONFIG_ENDPOINT", "AZURE_APPCONFIG_SETTINGS", "AZURE_APPCONFIG_KEYVAULT_REFERENCES"):
+        assert name in outputs and f'"{name}"' in writer
 
 
 def test_the_app_settings_reach_the_function_app() -> None:
@@ -613,8 +615,11 @@ def test_the_app_settings_reach_the_function_app() -> None:
     assert references(parsed(MAIN)["variables"]["functionAppSettings"]["value"]) >= {
         "brokerAppSettings", "keyVaultReferenceAppSettings", "useAppConfiguration"}
     app_config = unwrap(parsed(MAIN)["modules"]["appConfiguration"]["config"])["params"]
-    assert app_config["settings"] == "brokerAppSettings"
-    assert app_config["keyVaultReferences"] == "keyVaultReferenceUris"
+    assert "settings" not in app_config
+    assert references(parsed(MAIN)["outputs"]["AZURE_APPCONFIG_SETTINGS"]["value"]) == {
+        "useAppConfiguration", "brokerAppSettings"}
+    assert references(parsed(MAIN)["outputs"]["AZURE_APPCONFIG_KEYVAULT_REFERENCES"]["value"]) == {
+        "useAppConfiguration", "keyVaultReferenceUris"}
     assert object_keys(parsed(MAIN)["variables"]["keyVaultReferenceUris"]["value"]) == object_keys(
         parsed(MAIN)["variables"]["keyVaultReferenceAppSettings"]["value"])
 
@@ -701,13 +706,15 @@ def test_azure_yaml() -> None:
 def test_the_hooks_read_the_outputs_main_bicep_writes() -> None:
     outputs = set(parsed(MAIN)["outputs"])
     azd_variables = {"AZURE_ENV_NAME", "AZURE_SUBSCRIPTION_ID", "AZURE_TENANT_ID"}
+    pipeline_variables = {"AZURE_CLIENT_ID"}  # the deploy job's federated identity (GitHub OIDC re-sign-in)
     knobs = {"POWERBI_CLIENT_SECRET_DAYS", "POWERBI_CLIENT_SECRET_RENEW_DAYS", "POWERBI_ROTATE_CLIENT_SECRET"}
     for hook in HOOKS:
         text = hook.read_text()
         used = set(re.findall(r"\$\{([A-Z][A-Z0-9_]+)[:?}-]", text)) | set(re.findall(r"'([A-Z][A-Z0-9_]+)'", text))
         used = {u for u in used if u.startswith(("AZURE_", "POWERBI_", "CALLER_"))}
         assert used, hook.name
-        assert sorted(used - outputs - azd_variables - knobs) == [], f"{hook.name} reads variables nobody sets"
+        assert sorted(used - outputs - azd_variables - knobs - pipeline_variables) == [], (
+            f"{hook.name} reads variables nobody sets")
 
 
 def test_the_bash_hook_never_puts_the_secret_on_a_command_line() -> None:
@@ -890,11 +897,9 @@ class Deployment:
         if self.easy_auth:
             environment["WEBSITE_AUTH_ENABLED"] = "True"
         self.environment = environment
-        store: dict[str, str] = {}
-        if use_app_configuration:
-            module = unwrap(parsed(MAIN)["modules"]["appConfiguration"]["config"])["params"]
-            store.update({k: str(v) for k, v in main.eval(module["settings"]).items()})
-            store.update(dict.fromkeys(main.eval(module["keyVaultReferences"]), RESOLVED_SECRET))
+        # What the postprovision hook writes (infra/hooks/appconfig_keyvalues.py reads these outputs).
+        store = {k: str(v) for k, v in main.output("AZURE_APPCONFIG_SETTINGS").items()}
+        store.update(dict.fromkeys(main.output("AZURE_APPCONFIG_KEYVAULT_REFERENCES"), RESOLVED_SECRET))
         self.store = store
         self.settings = {**{k: v for k, v in store.items() if not is_bootstrap(k)}, **environment}
 
