@@ -30,6 +30,7 @@ QUICK_FIGURES = {
     "coldstart.token",
     "coldstart.token.host",
     "coldstart.token.source",
+    "coldstart.token.packaged",
     "coldstart.import",
     "coldstart.import.sdk_modules",
     "embed.generate_token_calls",

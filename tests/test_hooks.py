@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -178,3 +179,26 @@ def test_both_hooks_refresh_before_their_first_key_vault_or_graph_call() -> None
         assert "--federated-token" in text
         for first_use in ("az account show", "appconfig_keyvalues.py", "az ad sp show"):
             assert text.index(first_use) > body_end, f"{hook.name}: {first_use} runs before the re-sign-in"
+
+
+def test_the_prepackage_hook_compiles_hash_checked_bytecode_for_the_runtime(tmp_path: Path) -> None:
+    """PEP 552 flags (bytes 4-7 of a .pyc): 0b11 = hash-based, checked. Timestamp .pyc files would be stale after
+    the package's zip loses modification times; another Python version's would be ignored."""
+    project = tmp_path / "project"
+    (project / "token_broker").mkdir(parents=True)
+    (project / "function_app.py").write_text("import token_broker\n")
+    (project / "token_broker" / "__init__.py").write_text("VALUE = 1\n")
+    syntax = subprocess.run(["bash", "-n", str(HOOKS / "prepackage.sh")], capture_output=True, timeout=60, check=False)
+    assert syntax.returncode == 0
+    compiled = subprocess.run([sys.executable, str(HOOKS / "compile_bytecode.py"), str(project)], text=True,
+                              capture_output=True, timeout=120, check=False)
+    runtime = re.search(r"version: '(\d+\.\d+)'", (ROOT / "infra" / "app" / "api.bicep").read_text())
+    assert runtime
+    if f"{sys.version_info.major}.{sys.version_info.minor}" != runtime.group(1):
+        assert compiled.returncode == 0 and "not compiled" in compiled.stderr
+        return
+    assert compiled.returncode == 0, compiled.stderr
+    tag = sys.implementation.cache_tag
+    for pyc in (project / "__pycache__" / f"function_app.{tag}.pyc",
+                project / "token_broker" / "__pycache__" / f"__init__.{tag}.pyc"):
+        assert int.from_bytes(pyc.read_bytes()[4:8], "little") == 0b11, pyc

@@ -701,6 +701,15 @@ def test_azure_yaml() -> None:
     assert hook["windows"]["run"] == "infra/hooks/postprovision.ps1" and hook["windows"]["shell"] == "pwsh"
     for run in (hook["posix"]["run"], hook["windows"]["run"]):
         assert (ROOT / run).is_file()
+    # The api service compiles its bytecode before packaging, and the package keeps it.
+    prepackage = api["hooks"]["prepackage"]
+    assert prepackage["posix"]["run"] == "infra/hooks/prepackage.sh" and prepackage["posix"]["shell"] == "sh"
+    assert prepackage["windows"]["run"] == "infra/hooks/prepackage.ps1" and prepackage["windows"]["shell"] == "pwsh"
+    for run in (prepackage["posix"]["run"], prepackage["windows"]["run"]):
+        assert "compile_bytecode.py" in (ROOT / run).read_text()
+    ignored = {line.strip() for line in (ROOT / ".funcignore").read_text().splitlines()}
+    assert not {"__pycache__", "*.pyc", "__pycache__/", "*.py[cod]"} & ignored
+    assert not {"token_broker", "function_app.py", "host.json", "requirements.txt"} & ignored
 
 
 def test_the_hooks_read_the_outputs_main_bicep_writes() -> None:
