@@ -160,7 +160,7 @@ param maximumInstanceCount int = 100
 @minValue(1)
 @maxValue(1000)
 @description('HTTP requests one instance handles at once (Flex Consumption perInstanceConcurrency); measured in docs/PERFORMANCE.md.')
-param httpPerInstanceConcurrency int = 16
+param httpPerInstanceConcurrency int = 8
 
 @allowed([
   512

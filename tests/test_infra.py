@@ -392,11 +392,15 @@ def test_scale_limits_and_http_concurrency() -> None:
         parsed(module_file("api"))["parameters"]["httpPerInstanceConcurrency"]["default"]
     assert parsed(MAIN)["modules"]["api"]["config"]["params"]["httpPerInstanceConcurrency"] == \
         "httpPerInstanceConcurrency"
+    # The benchmark that measured the choice reports the deployed value (python -m benchmarks --only concurrency).
+    measured = re.search(r"^DEPLOYED_CONCURRENCY = (\d+)$", (ROOT / "benchmarks" / "concurrency.py").read_text(),
+                         re.MULTILINE)
+    assert measured and int(measured.group(1)) == parsed(MAIN)["parameters"]["httpPerInstanceConcurrency"]["default"]
     _, _, site = one("Microsoft.Web/sites")
     http = get(site, "properties", "functionAppConfig", "scaleAndConcurrency", "triggers", "http")
     assert get(http, "perInstanceConcurrency") == "httpPerInstanceConcurrency"
     # The Python worker gets one thread per concurrent request, up to its maximum of 32.
-    for concurrency, threads in ((1, "1"), (16, "16"), (32, "32"), (100, "32")):
+    for concurrency, threads in ((1, "1"), (8, "8"), (32, "32"), (100, "32")):
         api = Evaluator(parsed(module_file("api")), {"identityClientId": IDENTITY_CLIENT_ID,
                                                      "httpPerInstanceConcurrency": concurrency},
                         {"storage.properties.primaryEndpoints.blob": "https://sttest.blob.core.windows.net/",

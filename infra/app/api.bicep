@@ -28,14 +28,16 @@ param corsAllowedOrigins array = []
 @description('Most instances the app scales out to (Flex Consumption: 40-1000).')
 param maximumInstanceCount int = 100
 
-// Measured on this broker (docs/PERFORMANCE.md, "HTTP concurrency per instance"): throughput stops growing
-// beyond 16 concurrent requests per worker, while p99 latency keeps growing; its caches (tokens, verified
-// callers, embed tokens) pay off when one instance takes many requests. The Python worker's thread pool is
-// sized to match (PYTHON_THREADPOOL_THREAD_COUNT), so the host never queues more work than there are threads.
+// Measured on this broker (python -m benchmarks, suite concurrency; docs/PERFORMANCE.md "HTTP concurrency per
+// instance"): a new instance serving a burst overlaps its Entra ID and Power BI round trips up to 8 requests in
+// flight (160 embed requests: 702 ms with 1, 277 ms with 8, no better with 16 or 32), warm throughput is the same
+// at 1-8 (the work is a cache hit under the GIL), and warm p99 at full occupancy grows past 8 (embed 15 ms at 8,
+// 22 ms at 16, 37 ms at 32). Fewer would scale out to more instances, each with cold caches and a cold start.
+// The Python worker's thread pool is sized to match (PYTHON_THREADPOOL_THREAD_COUNT).
 @minValue(1)
 @maxValue(1000)
 @description('HTTP requests one instance handles at once (functionAppConfig.scaleAndConcurrency.triggers.http.perInstanceConcurrency); the Python worker gets as many threads, up to 32.')
-param httpPerInstanceConcurrency int = 16
+param httpPerInstanceConcurrency int = 8
 
 @allowed([
   512
