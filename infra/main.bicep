@@ -288,7 +288,7 @@ var bootstrapAppSettings = union(
     CALLER_AUTH: callerAuth
   },
   useAppConfiguration ? {
-    AZURE_APPCONFIG_ENDPOINT: appConfiguration.outputs.endpoint
+    AZURE_APPCONFIG_ENDPOINT: appConfigurationEndpoint
     AZURE_APPCONFIG_REFRESH_SECONDS: string(appConfigurationRefreshSeconds)
   } : {}
 )
