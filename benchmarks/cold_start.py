@@ -15,6 +15,10 @@ compiled from source in every process, while pip installed the dependencies with
 The headline figure gives both sides cached bytecode (a private ``PYTHONPYCACHEPREFIX`` filled by
 an untimed warm-up); ``coldstart.token.source`` removes only the app's own bytecode from it, which is
 what a read-only deployment package without ``__pycache__`` costs at every cold start.
+``coldstart.token.packaged`` runs the deployment package as azd builds it: the deployed files after the
+prepackage hook (infra/hooks/compile_bytecode.py: hash-checked bytecode), zipped and extracted (which loses the
+modification times timestamp-checked bytecode depends on), read without writing bytecode; its floor runs in the
+same environment.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import sys
 import tempfile
 import threading
 import time
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -79,13 +84,14 @@ FLOOR_NAME = ("python -c: import azure.functions, msal; a new msal.ConfidentialC
 IMPORT_FLOOR_NAME = "import azure.functions, msal in a fresh process (the floor's imports)"
 
 
-def first_line(code: str, environ: dict[str, str], *, options: tuple[str, ...] = ()) -> tuple[float, str]:
+def first_line(code: str, environ: dict[str, str], *, options: tuple[str, ...] = (),
+               cwd: Path = ROOT) -> tuple[float, str]:
     """Run ``python [options] -c code``; milliseconds from start to its first stdout line, and the line.
 
     The child runs to its end (checked); a child that hangs is killed after a minute.
     """
     started = time.perf_counter()
-    process = subprocess.Popen([sys.executable, *options, "-c", code], cwd=ROOT, env=environ, text=True,
+    process = subprocess.Popen([sys.executable, *options, "-c", code], cwd=cwd, env=environ, text=True,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     watchdog = threading.Timer(_CHILD_TIMEOUT, process.kill)
     watchdog.start()
@@ -124,15 +130,41 @@ class _Environments:
             elif entry.name.startswith(_APP_SOURCES):
                 entry.unlink()
         self.source = {**base, "PYTHONPYCACHEPREFIX": str(without_app), "PYTHONDONTWRITEBYTECODE": "1"}
+        # The deployment package: dependencies' bytecode as pip installed it, the app's from the prepackage hook.
+        self.package = _build_package(Path(self._directory.name, "package"))
+        self.packaged = {**base, "PYTHONDONTWRITEBYTECODE": "1"}
 
     def close(self) -> None:
         self._directory.cleanup()
 
 
-def _token_run(stack: BenchStack, code: str, environ: dict[str, str]) -> float:
+def _build_package(target: Path) -> Path:
+    """The api service's package as azd deploys it: deployed files, prepackage hook, zip, extraction."""
+    staging = target.with_name("staging")
+    staging.mkdir(parents=True)
+    for name in ("function_app.py", "host.json", "requirements.txt"):
+        shutil.copy2(ROOT / name, staging / name)
+    shutil.copytree(ROOT / "token_broker", staging / "token_broker",
+                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    hook = subprocess.run([sys.executable, str(ROOT / "infra" / "hooks" / "compile_bytecode.py"), str(staging)],
+                          capture_output=True, text=True, check=False)
+    if hook.returncode != 0 or "compiled" not in hook.stdout:
+        raise RuntimeError(f"the prepackage hook did not compile the package: {hook.stdout}{hook.stderr}")
+    archive = target.with_suffix(".zip")
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as package:
+        for path in sorted(staging.rglob("*")):
+            package.write(path, path.relative_to(staging))
+    with zipfile.ZipFile(archive) as package:
+        package.extractall(target)
+    if not list(target.glob("token_broker/__pycache__/*.pyc")):
+        raise RuntimeError("the package has no bytecode of token_broker")
+    return target
+
+
+def _token_run(stack: BenchStack, code: str, environ: dict[str, str], *, cwd: Path = ROOT) -> float:
     """One fresh process to its first token response; exactly one token request must reach Entra ID."""
     stack.entra.reset_counters()
-    elapsed_ms, status = first_line(code, environ)
+    elapsed_ms, status = first_line(code, environ, cwd=cwd)
     upstream = stack.upstream_token_requests()
     if status != "200" or upstream != 1:
         raise RuntimeError(f"cold start: status {status}, {upstream} token requests instead of 1")
@@ -151,7 +183,8 @@ def run(ctx: RunContext) -> list[Figure]:
     stack.configure()  # default lifetime and the 20 ms latency
     environments = _Environments(stack)
     series: dict[str, list[float]] = {name: [] for name in (
-        "broker", "floor", "host", "source", "source_floor", "import", "import_floor", "sdk", "sdk_floor")}
+        "broker", "floor", "host", "source", "source_floor", "packaged", "packaged_floor", "import", "import_floor",
+        "sdk", "sdk_floor")}
     app_modules: list[str] = []
     try:
         steps: list[tuple[str, Callable[[], float]]] = [
@@ -160,6 +193,8 @@ def run(ctx: RunContext) -> list[Figure]:
             ("host", lambda: _token_run(stack, BROKER_VIA_HOST, environments.bytecode)),
             ("source", lambda: _token_run(stack, BROKER, environments.source)),
             ("source_floor", lambda: _token_run(stack, FLOOR, environments.source)),
+            ("packaged", lambda: _token_run(stack, BROKER, environments.packaged, cwd=environments.package)),
+            ("packaged_floor", lambda: _token_run(stack, FLOOR, environments.packaged, cwd=environments.package)),
         ]
         for run_number in range(ctx.profile.cold_runs):
             # Reversed every other run, so that neither broker nor floor always follows the other.
@@ -173,7 +208,8 @@ def run(ctx: RunContext) -> list[Figure]:
                     app_modules = modules
             ctx.progress(f"cold start run {run_number + 1}/{ctx.profile.cold_runs}: broker "
                          f"{series['broker'][-1]:.0f} ms, floor {series['floor'][-1]:.0f} ms, "
-                         f"without the app's bytecode {series['source'][-1]:.0f} ms")
+                         f"without the app's bytecode {series['source'][-1]:.0f} ms, "
+                         f"packaged {series['packaged'][-1]:.0f} ms")
         ctx.note("Cold start: what `import function_app` loads (default settings)",
                  import_notes(app_modules, ROOT, environments.bytecode))
     finally:
@@ -191,6 +227,10 @@ def run(ctx: RunContext) -> list[Figure]:
         Figure("coldstart.token.source", "The same without the app's own bytecode (compiled at start: "
                "PYTHONDONTWRITEBYTECODE, or a read-only package without __pycache__)", "ms", runs("source"),
                runs("source_floor"), FLOOR_NAME + ", dependencies' bytecode as installed"),
+        Figure("coldstart.token.packaged", "The same from the deployment package as azd builds it: the prepackage "
+               "hook's hash-checked bytecode, zipped and extracted, no bytecode written", "ms", runs("packaged"),
+               runs("packaged_floor"), FLOOR_NAME + ", dependencies' bytecode as installed",
+               max_times_baseline=MAX_TIMES_FLOOR),
         Figure("coldstart.import", "import function_app in a fresh process (default settings, bytecode cached)",
                "ms", runs("import"), runs("import_floor"), IMPORT_FLOOR_NAME),
         Figure("coldstart.import.sdk_modules", "Modules of msal, azure.identity, azure.keyvault and "

@@ -13,7 +13,44 @@ targetScope = 'subscription'
 @description('Name of the azd environment; used in resource names, tags and display names.')
 param environmentName string
 
+// Regions that offer Flex Consumption, as in the azd Flex template (Azure-Samples/
+// functions-quickstart-python-http-azd). The list grows: check `az functionapp list-flexconsumption-locations`
+// and add a region here when Microsoft adds one (docs/DEPLOY.md).
 @minLength(1)
+@allowed([
+  'australiaeast'
+  'australiasoutheast'
+  'brazilsouth'
+  'canadacentral'
+  'centralindia'
+  'centralus'
+  'eastasia'
+  'eastus'
+  'eastus2'
+  'eastus2euap'
+  'francecentral'
+  'germanywestcentral'
+  'italynorth'
+  'japaneast'
+  'koreacentral'
+  'northcentralus'
+  'northeurope'
+  'norwayeast'
+  'southafricanorth'
+  'southcentralus'
+  'southeastasia'
+  'southindia'
+  'spaincentral'
+  'swedencentral'
+  'uaenorth'
+  'uksouth'
+  'ukwest'
+  'westcentralus'
+  'westeurope'
+  'westus'
+  'westus2'
+  'westus3'
+])
 @description('Region of every resource. It must offer Flex Consumption (az functionapp list-flexconsumption-locations).')
 @metadata({
   azd: {
@@ -115,8 +152,15 @@ param appConfigurationSku string = 'free'
 @description('Soft-delete retention of the Key Vault, days. With purge protection the vault name stays reserved this long after azd down.')
 param keyVaultRetentionInDays int = 7
 
-@description('Most instances the function app scales out to.')
+@minValue(40)
+@maxValue(1000)
+@description('Most instances the function app scales out to (Flex Consumption accepts 40-1000).')
 param maximumInstanceCount int = 100
+
+@minValue(1)
+@maxValue(1000)
+@description('HTTP requests one instance handles at once (Flex Consumption perInstanceConcurrency); measured in docs/PERFORMANCE.md.')
+param httpPerInstanceConcurrency int = 8
 
 @allowed([
   512
@@ -231,6 +275,24 @@ var masterPasswordUri = '${keyVault.outputs.uri}secrets/${masterPasswordName}'
 
 // ---- The broker's settings (token_broker/settings.py is the contract; tests/test_infra.py checks it) ----
 
+// Bootstrap settings: the broker reads them from the process environment only (a bootstrap key found in the
+// App Configuration store is ignored), because they decide how the app is indexed and where the store is:
+// CALLER_AUTH gives the routes' auth level when the worker indexes them, before any store is read. So they
+// are always app settings, never key-values. (AZURE_CLIENT_ID is one too; api.bicep sets it.)
+// Refresh interval: every instance asks the store once per interval whether the sentinel changed. The free
+// tier allows 1,000 requests a day per store, which a 60 s interval exceeds on one busy instance (1,440 a
+// day); 3,600 s keeps ~40 busy instance-days inside the quota. Standard has no daily quota.
+var appConfigurationRefreshSeconds = (appConfigurationSku == 'free') ? 3600 : 60
+var bootstrapAppSettings = union(
+  {
+    CALLER_AUTH: callerAuth
+  },
+  useAppConfiguration ? {
+    AZURE_APPCONFIG_ENDPOINT: appConfigurationEndpoint
+    AZURE_APPCONFIG_REFRESH_SECONDS: string(appConfigurationRefreshSeconds)
+  } : {}
+)
+
 // Non-secret settings the deployment knows, including where the credential comes from when it is not a
 // Key Vault reference (runtimeSecretUri: the secret's URI; federated: the managed identity).
 var brokerAppSettings = union(
@@ -239,7 +301,6 @@ var brokerAppSettings = union(
     POWERBI_CLIENT_ID: appClientId
     POWERBI_GRANT_TYPE: powerbiGrantType
     POWERBI_CLOUD: powerbiCloud
-    CALLER_AUTH: callerAuth
     CALLER_RATE_LIMIT_PER_MINUTE: string(callerRateLimitPerMinute)
   },
   (callerAuth == 'jwt') ? {
@@ -301,17 +362,14 @@ module appConfiguration 'app/appconfig.bicep' = if (useAppConfiguration) {
     identityPrincipalId: identity.outputs.principalId
     deployerPrincipalId: principalId
     deployerPrincipalType: principalType
-    settings: brokerAppSettings
-    keyVaultReferences: keyVaultReferenceUris
   }
 }
 
 var appConfigurationEndpoint = useAppConfiguration ? appConfiguration.outputs.endpoint : ''
 
-// With App Configuration the app settings only say where the store is; otherwise they hold everything.
-var functionAppSettings = useAppConfiguration ? {
-  AZURE_APPCONFIG_ENDPOINT: appConfigurationEndpoint
-} : union(brokerAppSettings, keyVaultReferenceAppSettings)
+// With App Configuration the app settings hold the bootstrap settings only; otherwise they hold everything.
+var functionAppSettings = useAppConfiguration ? bootstrapAppSettings : union(
+  bootstrapAppSettings, brokerAppSettings, keyVaultReferenceAppSettings)
 
 module api 'app/api.bicep' = {
   name: 'api'
@@ -330,6 +388,12 @@ module api 'app/api.bicep' = {
     corsAllowedOrigins: corsAllowedOrigins
     maximumInstanceCount: maximumInstanceCount
     instanceMemoryMB: instanceMemoryMB
+    httpPerInstanceConcurrency: httpPerInstanceConcurrency
+    // CALLER_AUTH=easyauth: App Service Authentication validates tokens for the API app registration.
+    easyAuthEnabled: callerAuth == 'easyauth'
+    easyAuthClientId: createEntraApplications ? entra.outputs.callerApiClientId : first(split(callerJwtAudience, ','))
+    easyAuthIssuer: callerJwtIssuer
+    easyAuthAllowedAudiences: split(appCallerJwtAudience, ',')
   }
   // The identity must hold its roles (storage, Key Vault) before the host starts.
   dependsOn: [
@@ -349,6 +413,10 @@ output AZURE_MANAGED_IDENTITY_PRINCIPAL_ID string = identity.outputs.principalId
 output AZURE_KEY_VAULT_NAME string = keyVault.outputs.name
 output AZURE_KEY_VAULT_URI string = keyVault.outputs.uri
 output AZURE_APPCONFIG_ENDPOINT string = appConfigurationEndpoint
+// What the postprovision hook writes to the store (infra/hooks/appconfig_keyvalues.py): non-secret settings, and
+// setting name -> Key Vault secret URI. Never a bootstrap setting (tests/test_infra.py checks it).
+output AZURE_APPCONFIG_SETTINGS object = useAppConfiguration ? brokerAppSettings : {}
+output AZURE_APPCONFIG_KEYVAULT_REFERENCES object = useAppConfiguration ? keyVaultReferenceUris : {}
 output APPLICATIONINSIGHTS_NAME string = monitoring.outputs.applicationInsightsName
 output POWERBI_TENANT_ID string = tenant().tenantId
 output POWERBI_CLIENT_ID string = appClientId

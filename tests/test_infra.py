@@ -23,7 +23,9 @@ from pycep import BicepParser
 from pycep.models import BicepElement
 
 from token_broker import settings as contract
+from token_broker.bootstrap import BOOTSTRAP_NAMES
 from token_broker.errors import ConfigurationError
+from token_broker.runtime import Runtime
 
 ROOT = Path(__file__).resolve().parents[1]
 INFRA = ROOT / "infra"
@@ -42,17 +44,23 @@ UPCOMING_SETTINGS = frozenset({
 
 #: Runtime and platform settings the Bicep sets that are not the broker's contract.
 PLATFORM_SETTINGS = frozenset({
-    "AzureWebJobsStorage__accountName",  # identity-based runtime storage (no connection string)
+    "AzureWebJobsStorage__blobServiceUri",  # identity-based runtime storage, blobs only (no connection string)
     "AzureWebJobsStorage__credential",
     "AzureWebJobsStorage__clientId",
     "APPLICATIONINSIGHTS_CONNECTION_STRING",  # where telemetry goes (ingestion needs Entra ID: local auth is off)
     "APPLICATIONINSIGHTS_AUTHENTICATION_STRING",  # telemetry authenticated with the managed identity
     "AZURE_CLIENT_ID",  # the user-assigned identity azure-identity uses
+    "PYTHON_THREADPOOL_THREAD_COUNT",  # the Python worker's threads, matched to the HTTP concurrency
 })
 
-#: Flex Consumption takes the runtime from functionAppConfig.runtime and rejects these as app settings.
-FLEX_REJECTED_SETTINGS = frozenset({"FUNCTIONS_WORKER_RUNTIME", "FUNCTIONS_EXTENSION_VERSION",
-                                    "WEBSITE_RUN_FROM_PACKAGE", "WEBSITE_CONTENTAZUREFILECONNECTIONSTRING"})
+#: Settings the broker reads from the process environment only (app settings and platform variables), never
+#: from the App Configuration store: they decide how the app is indexed and where the store is. A bootstrap
+#: key found in the store is ignored by the broker, so the deployment must never write one there.
+PLATFORM_PREFIXES = ("WEBSITE_", "IDENTITY_")
+
+
+def is_bootstrap(name: str) -> bool:
+    return name in BOOTSTRAP_NAMES or name.startswith(PLATFORM_PREFIXES)
 
 #: Contract settings the deployment leaves unset on purpose (documented as optional), with the reason.
 OPTIONAL_SETTINGS: dict[str, str] = {
@@ -83,7 +91,6 @@ OPTIONAL_SETTINGS: dict[str, str] = {
     "EMBED_TOKEN_LIFETIME_MINUTES": "tuning; the contract default fits",
     "EMBED_CACHE_MAX_ENTRIES": "tuning; the contract default fits",
     "AZURE_APPCONFIG_LABEL": "the template writes unlabelled key-values",
-    "AZURE_APPCONFIG_REFRESH_SECONDS": "tuning; the default fits",
 }
 
 #: Built-in Azure role definition ids the templates may use, and the names their comments must give.
@@ -300,12 +307,14 @@ def test_key_vault_uses_rbac_soft_delete_and_purge_protection() -> None:
     assert get(vault, "properties", "enablePurgeProtection") is True
 
 
-def test_function_app_is_https_only_tls12_no_ftps_flex_python() -> None:
+def test_function_app_is_https_only_tls12_flex_python() -> None:
     _, _, site = one("Microsoft.Web/sites")
     props = get(site, "properties")
     assert get(props, "httpsOnly") is True
     assert get(props, "siteConfig", "minTlsVersion") == "1.2"
-    assert get(props, "siteConfig", "ftpsState") == "Disabled"
+    # FTP is off through basicPublishingCredentialsPolicies (test_basic_auth_publishing_is_off), not
+    # siteConfig.ftpsState, which Flex Consumption rejects (tests/test_flex.py).
+    assert "ftpsState" not in get(props, "siteConfig")
     runtime = get(props, "functionAppConfig", "runtime")
     assert get(runtime, "name") == "python"
     assert get(runtime, "version") == f"{sys.version_info.major}.{sys.version_info.minor}"
@@ -357,13 +366,67 @@ def test_monitoring_and_app_configuration_disable_local_auth() -> None:
 
 def test_runtime_storage_and_telemetry_use_the_managed_identity() -> None:
     platform = object_keys(parsed(module_file("api"))["variables"]["platformAppSettings"]["value"])
-    assert {"AzureWebJobsStorage__accountName", "AzureWebJobsStorage__credential", "AzureWebJobsStorage__clientId",
+    assert {"AzureWebJobsStorage__blobServiceUri", "AzureWebJobsStorage__credential", "AzureWebJobsStorage__clientId",
             "APPLICATIONINSIGHTS_AUTHENTICATION_STRING"} <= platform
     settings = dict(object_items(parsed(module_file("api"))["variables"]["platformAppSettings"]["value"]))
     assert settings["AzureWebJobsStorage__credential"] == "managedidentity"
     assert settings["APPLICATIONINSIGHTS_AUTHENTICATION_STRING"] == "ClientId=${identityClientId};Authorization=AAD"
     assert not {"AzureWebJobsStorage", "AzureWebJobsStorage__connectionString"} & bicep_app_settings()
-    assert not FLEX_REJECTED_SETTINGS & bicep_app_settings()
+
+
+def test_runtime_storage_is_blob_only_like_the_roles() -> None:
+    """With __accountName the host also builds queue and table clients for AzureWebJobsStorage and logs 403s,
+    because the identity holds blob roles only; the service URI of each service it may use must match a role."""
+    platform = object_keys(parsed(module_file("api"))["variables"]["platformAppSettings"]["value"])
+    assert "AzureWebJobsStorage__accountName" not in bicep_app_settings()
+    services = {name.removeprefix("AzureWebJobsStorage__").removesuffix("ServiceUri")
+                for name in platform if name.endswith("ServiceUri")}
+    assert services == {"blob"}
+    storage_roles = {BUILTIN_ROLES[parsed(module_file("rbac"))["variables"][name]["value"]]
+                     for name in parsed(module_file("rbac"))["variables"] if name.startswith("storage")}
+    assert storage_roles == {"Storage Blob Data Owner"}, "add the ServiceUri setting of every storage role's service"
+
+
+def test_scale_limits_and_http_concurrency() -> None:
+    for path in (MAIN, module_file("api")):
+        param = parsed(path)["parameters"]["maximumInstanceCount"]
+        assert (decorator(param, "min_value"), decorator(param, "max_value")) == (40, 1000), path.name
+        concurrency = parsed(path)["parameters"]["httpPerInstanceConcurrency"]
+        assert decorator(concurrency, "min_value") == 1 and concurrency["default"] >= 1, path.name
+    assert parsed(MAIN)["parameters"]["httpPerInstanceConcurrency"]["default"] == \
+        parsed(module_file("api"))["parameters"]["httpPerInstanceConcurrency"]["default"]
+    assert parsed(MAIN)["modules"]["api"]["config"]["params"]["httpPerInstanceConcurrency"] == \
+        "httpPerInstanceConcurrency"
+    # The benchmark that measured the choice reports the deployed value (python -m benchmarks --only concurrency).
+    measured = re.search(r"^DEPLOYED_CONCURRENCY = (\d+)$", (ROOT / "benchmarks" / "concurrency.py").read_text(),
+                         re.MULTILINE)
+    assert measured and int(measured.group(1)) == parsed(MAIN)["parameters"]["httpPerInstanceConcurrency"]["default"]
+    _, _, site = one("Microsoft.Web/sites")
+    http = get(site, "properties", "functionAppConfig", "scaleAndConcurrency", "triggers", "http")
+    assert get(http, "perInstanceConcurrency") == "httpPerInstanceConcurrency"
+    # The Python worker gets one thread per concurrent request, up to its maximum of 32.
+    for concurrency, threads in ((1, "1"), (8, "8"), (32, "32"), (100, "32")):
+        api = Evaluator(parsed(module_file("api")), {"identityClientId": IDENTITY_CLIENT_ID,
+                                                     "httpPerInstanceConcurrency": concurrency},
+                        {"storage.properties.primaryEndpoints.blob": "https://sttest.blob.core.windows.net/",
+                         "applicationInsights.properties.ConnectionString": "InstrumentationKey=0"})
+        assert api.variable("platformAppSettings")["PYTHON_THREADPOOL_THREAD_COUNT"] == threads
+
+
+#: The azd Flex Consumption template's regions (Azure-Samples/functions-quickstart-python-http-azd, main.bicep).
+FLEX_REGIONS_OF_THE_AZD_TEMPLATE = frozenset({
+    "australiaeast", "australiasoutheast", "brazilsouth", "canadacentral", "centralindia", "centralus", "eastasia",
+    "eastus", "eastus2", "eastus2euap", "francecentral", "germanywestcentral", "italynorth", "japaneast",
+    "koreacentral", "northcentralus", "northeurope", "norwayeast", "southafricanorth", "southcentralus",
+    "southeastasia", "southindia", "spaincentral", "swedencentral", "uaenorth", "uksouth", "ukwest", "westcentralus",
+    "westeurope", "westus", "westus2", "westus3"})
+
+
+def test_location_is_a_flex_consumption_region() -> None:
+    allowed = set(decorator(parsed(MAIN)["parameters"]["location"], "allowed"))
+    assert allowed >= FLEX_REGIONS_OF_THE_AZD_TEMPLATE
+    assert all(re.fullmatch(r"[a-z0-9]+", region) for region in allowed)
+    assert "list-flexconsumption-locations" in MAIN.read_text()
 
 
 def test_cors_comes_from_a_parameter_that_never_allows_everyone() -> None:
@@ -502,8 +565,12 @@ def test_entra_objects() -> None:
     assert get(api, "appRoles") == "callerRoles"
     assert "tenant" in json.dumps(tree["variables"]["callerApiIdentifierUri"]["value"])
 
-    principals = [a for a in tree["resources"].values() if a["type"] == "Microsoft.Graph/servicePrincipals"]
+    principals = [unwrap(a["config"]) for a in tree["resources"].values()
+                  if a["type"] == "Microsoft.Graph/servicePrincipals"]
     assert len(principals) == 2
+    # Owned like their applications: Application.ReadWrite.OwnedBy can update them on a redeploy.
+    for body in [*principals, *apps.values()]:
+        assert get(body, "owners", "relationships") == "owners"
 
     fic = unwrap(tree["resources"]["powerbiApp__managedIdentityCredential"]["config"])
     assert tree["resources"]["powerbiApp__managedIdentityCredential"]["config"]["condition"] == "isFederated"
@@ -511,6 +578,18 @@ def test_entra_objects() -> None:
     assert fic["subject"] == "identityPrincipalId"
     assert fic["audiences"] == ["tokenExchangeAudience"]
     assert tree["parameters"]["tokenExchangeAudience"]["default"] == "api://AzureADTokenExchange"
+
+    # The Power BI app always declares the scope and role and enables them only with on_behalf_of: Graph
+    # refuses to remove an enabled scope or role, so a grant type change must never remove one.
+    powerbi = apps["powerbiApp"]
+    assert get(powerbi, "api", "oauth2PermissionScopes") == "powerbiAppScopes"
+    assert get(powerbi, "appRoles") == "powerbiAppRoles"
+    for grant in ("client_credentials", "on_behalf_of", "password"):
+        entra = Evaluator(tree, {"grantType": grant, "resourceToken": "abcdefghijklm"}, {})
+        for variable, declared in (("powerbiAppScopes", "callerScopes"), ("powerbiAppRoles", "callerRoles")):
+            values = entra.variable(variable)
+            assert [v["id"] for v in values] == [v["id"] for v in entra.variable(declared)]
+            assert {v["isEnabled"] for v in values} == {grant == "on_behalf_of"}
 
     group = unwrap(tree["resources"]["powerbiSecurityGroup"]["config"])
     assert group["securityEnabled"] is True and group["mailEnabled"] is False and group["uniqueName"]
@@ -521,17 +600,19 @@ def test_entra_objects() -> None:
 
 
 def test_app_configuration_keys_are_the_ones_the_broker_loads() -> None:
+    """The hook writes the key-values (not Resource Manager: the data-plane role would not have propagated)."""
     tree = parsed(module_file("appconfig"))
-    prefix = tree["parameters"]["settingPrefix"]["default"]
-    key_values = {name: unwrap(attrs["config"]) for name, attrs in tree["resources"].items()
-                  if attrs["type"] == "Microsoft.AppConfiguration/configurationStores/keyValues"}
-    assert {body["name"] for body in key_values.values()} == {
-        "${settingPrefix}${setting.key}", "${settingPrefix}${reference.key}", "${settingPrefix}Sentinel"}
-    assert key_values["keyVaultReferenceKeyValues"]["properties"]["contentType"] == (
-        "application/vnd.microsoft.appconfig.keyvaultref+json;charset=utf-8")
+    assert not [attrs for attrs in tree["resources"].values()
+                if attrs["type"] == "Microsoft.AppConfiguration/configurationStores/keyValues"]
+    writer = (INFRA / "hooks" / "appconfig_keyvalues.py").read_text()
     loader = pytest.importorskip("token_broker.app_configuration")
-    assert prefix == loader.KEY_PREFIX
-    assert f"{prefix}Sentinel" == loader.SENTINEL_KEY
+    assert f'KEY_PREFIX = "{loader.KEY_PREFIX}"' in writer
+    assert 'SENTINEL_KEY = KEY_PREFIX + "Sentinel"' in writer and loader.SENTINEL_KEY == loader.KEY_PREFIX + "Sentinel"
+    for hook in HOOKS:
+        assert "appconfig_keyvalues.py" in hook.read_text(), hook.name
+    outputs = parsed(MAIN)["outputs"]
+    for name in ("AZURE_APPCONFIG_ENDPOINT", "AZURE_APPCONFIG_SETTINGS", "AZURE_APPCONFIG_KEYVAULT_REFERENCES"):
+        assert name in outputs and f'"{name}"' in writer
 
 
 def test_the_app_settings_reach_the_function_app() -> None:
@@ -543,8 +624,11 @@ def test_the_app_settings_reach_the_function_app() -> None:
     assert references(parsed(MAIN)["variables"]["functionAppSettings"]["value"]) >= {
         "brokerAppSettings", "keyVaultReferenceAppSettings", "useAppConfiguration"}
     app_config = unwrap(parsed(MAIN)["modules"]["appConfiguration"]["config"])["params"]
-    assert app_config["settings"] == "brokerAppSettings"
-    assert app_config["keyVaultReferences"] == "keyVaultReferenceUris"
+    assert "settings" not in app_config
+    assert references(parsed(MAIN)["outputs"]["AZURE_APPCONFIG_SETTINGS"]["value"]) == {
+        "useAppConfiguration", "brokerAppSettings"}
+    assert references(parsed(MAIN)["outputs"]["AZURE_APPCONFIG_KEYVAULT_REFERENCES"]["value"]) == {
+        "useAppConfiguration", "keyVaultReferenceUris"}
     assert object_keys(parsed(MAIN)["variables"]["keyVaultReferenceUris"]["value"]) == object_keys(
         parsed(MAIN)["variables"]["keyVaultReferenceAppSettings"]["value"])
 
@@ -626,18 +710,29 @@ def test_azure_yaml() -> None:
     assert hook["windows"]["run"] == "infra/hooks/postprovision.ps1" and hook["windows"]["shell"] == "pwsh"
     for run in (hook["posix"]["run"], hook["windows"]["run"]):
         assert (ROOT / run).is_file()
+    # The api service compiles its bytecode before packaging, and the package keeps it.
+    prepackage = api["hooks"]["prepackage"]
+    assert prepackage["posix"]["run"] == "infra/hooks/prepackage.sh" and prepackage["posix"]["shell"] == "sh"
+    assert prepackage["windows"]["run"] == "infra/hooks/prepackage.ps1" and prepackage["windows"]["shell"] == "pwsh"
+    for run in (prepackage["posix"]["run"], prepackage["windows"]["run"]):
+        assert "compile_bytecode.py" in (ROOT / run).read_text()
+    ignored = {line.strip() for line in (ROOT / ".funcignore").read_text().splitlines()}
+    assert not {"__pycache__", "*.pyc", "__pycache__/", "*.py[cod]"} & ignored
+    assert not {"token_broker", "function_app.py", "host.json", "requirements.txt"} & ignored
 
 
 def test_the_hooks_read_the_outputs_main_bicep_writes() -> None:
     outputs = set(parsed(MAIN)["outputs"])
     azd_variables = {"AZURE_ENV_NAME", "AZURE_SUBSCRIPTION_ID", "AZURE_TENANT_ID"}
+    pipeline_variables = {"AZURE_CLIENT_ID"}  # the deploy job's federated identity (GitHub OIDC re-sign-in)
     knobs = {"POWERBI_CLIENT_SECRET_DAYS", "POWERBI_CLIENT_SECRET_RENEW_DAYS", "POWERBI_ROTATE_CLIENT_SECRET"}
     for hook in HOOKS:
         text = hook.read_text()
         used = set(re.findall(r"\$\{([A-Z][A-Z0-9_]+)[:?}-]", text)) | set(re.findall(r"'([A-Z][A-Z0-9_]+)'", text))
         used = {u for u in used if u.startswith(("AZURE_", "POWERBI_", "CALLER_"))}
         assert used, hook.name
-        assert sorted(used - outputs - azd_variables - knobs) == [], f"{hook.name} reads variables nobody sets"
+        assert sorted(used - outputs - azd_variables - knobs - pipeline_variables) == [], (
+            f"{hook.name} reads variables nobody sets")
 
 
 def test_the_bash_hook_never_puts_the_secret_on_a_command_line() -> None:
@@ -707,6 +802,8 @@ class Evaluator:
             return _INTERPOLATION.sub(lambda m: str(self.lookup(m.group(1))), value)
         if isinstance(value, list):
             return [self.eval(item) for item in value]
+        if isinstance(value, dict) and "loop_type" in value:
+            return self.for_expression(value)
         if function_name(value):
             return self.function(value["function"])
         if is_expression(value):
@@ -727,7 +824,28 @@ class Evaluator:
             return str(args[0]).lower() if isinstance(args[0], bool) else str(args[0])
         if kind == "empty":
             return not args[0]
+        if kind == "min":
+            return min(args)
+        if kind == "split":
+            return str(args[0]).split(str(args[1]))
+        if kind == "first":
+            return args[0][0] if args[0] else None
+        if kind == "guid":
+            return "guid(" + ",".join(map(str, args)) + ")"
         raise NotImplementedError(kind)
+
+    def for_expression(self, loop: dict[str, Any]) -> list[Any]:
+        """``[for item in list: body]``: the body evaluated with the loop variable bound to each item."""
+        detail = loop["loop_type"]["detail"]
+        results = []
+        for item in self.name(str(detail["array_name"])):
+            saved = dict(self.params)
+            self.params[str(detail["item_name"])] = item
+            try:
+                results.append(self.eval(loop["config"]))
+            finally:
+                self.params = saved
+        return results
 
     def operator(self, node: dict[str, Any]) -> Any:
         kind, operands = node["type"], node["operands"]
@@ -750,41 +868,63 @@ class Evaluator:
         raise NotImplementedError(kind)
 
 
-def deployed_environment(credential_mode: str, grant_type: str, caller_auth: str,
-                         use_app_configuration: bool) -> dict[str, str]:
-    """The environment the broker sees in Azure for these parameters: app settings, App Configuration
-    key-values and Key Vault references resolved, as the platform and the App Configuration provider do."""
-    entra = Evaluator(parsed(module_file("entra")), {"grantType": grant_type, "credentialMode": credential_mode,
-                                                     "resourceToken": "abcdefghijklm", "environmentName": "test"},
-                      {"powerbiApp.appId": POWERBI_APP_ID, "callerApiApp.appId": CALLER_API_APP_ID,
-                       "tenant().tenantId": TENANT})
-    params = {"credentialMode": credential_mode, "powerbiGrantType": grant_type, "callerAuth": caller_auth,
-              "useAppConfiguration": use_app_configuration, "powerbiUsername": "pbi-master@contoso.com",
-              "powerbiWorkspaceId": "b0e6e5a0-6a8a-4c4e-9f5e-7d0c6a1f2b3c",
-              "embedAllowedWorkspaces": "b0e6e5a0-6a8a-4c4e-9f5e-7d0c6a1f2b3c"}
-    main = Evaluator(parsed(MAIN), params, {
-        "tenant().tenantId": TENANT,
-        "environment().authentication.loginEndpoint": "https://login.microsoftonline.com/",
-        "keyVault.outputs.uri": "https://kv-test.vault.azure.net/",
-        "keyVault.outputs.name": "kv-test",
-        "entra.outputs.powerbiClientId": POWERBI_APP_ID,
-        "entra.outputs.callerJwtAudience": entra.output("callerJwtAudience"),
-        "appConfiguration.outputs.endpoint": "https://appcs-test.azconfig.io",
-    })
-    api = Evaluator(parsed(module_file("api")), {"identityClientId": IDENTITY_CLIENT_ID}, {
-        "storage.name": "sttest",
-        "applicationInsights.properties.ConnectionString": "InstrumentationKey=00000000-0000-0000-0000-000000000000",
-    })
-    environ = {**main.variable("functionAppSettings"), **api.variable("platformAppSettings")}
-    if use_app_configuration:
-        environ.update(main.variable("brokerAppSettings"))
-        environ.update(dict.fromkeys(main.variable("keyVaultReferenceUris"), RESOLVED_SECRET))
-    environ = {k: RESOLVED_SECRET if str(v).startswith("@Microsoft.KeyVault(") else v for k, v in environ.items()}
-    # Set by the platform on App Service.
-    environ.update(WEBSITE_SITE_NAME="func-api-test", WEBSITE_INSTANCE_ID="0123456789abcdef")
-    if environ.get("CALLER_AUTH") == "easyauth" and deploys_app_service_authentication():
-        environ["WEBSITE_AUTH_ENABLED"] = "True"  # what the platform sets while Authentication is on
-    return {k: str(v) for k, v in environ.items()}
+class Deployment:
+    """What Azure hands the broker for one set of parameters, evaluated from the Bicep.
+
+    ``environment``: the process environment, as the platform builds it: the site's app settings (Key Vault
+    references resolved) plus the platform's own variables (``WEBSITE_AUTH_ENABLED=True`` only when App Service
+    Authentication is on). ``store``: the key-values the deployment writes to App Configuration, without the
+    ``TokenBroker:`` prefix (Key Vault references resolved). ``settings``: what the broker runs with: the store
+    minus bootstrap keys (which the broker ignores there), overridden by the environment.
+    """
+
+    def __init__(self, credential_mode: str, grant_type: str, caller_auth: str, use_app_configuration: bool) -> None:
+        entra = Evaluator(parsed(module_file("entra")), {"grantType": grant_type, "credentialMode": credential_mode,
+                                                         "resourceToken": "abcdefghijklm", "environmentName": "test"},
+                          {"powerbiApp.appId": POWERBI_APP_ID, "callerApiApp.appId": CALLER_API_APP_ID,
+                           "tenant().tenantId": TENANT})
+        params = {"credentialMode": credential_mode, "powerbiGrantType": grant_type, "callerAuth": caller_auth,
+                  "useAppConfiguration": use_app_configuration, "powerbiUsername": "pbi-master@contoso.com",
+                  "powerbiWorkspaceId": "b0e6e5a0-6a8a-4c4e-9f5e-7d0c6a1f2b3c",
+                  "embedAllowedWorkspaces": "b0e6e5a0-6a8a-4c4e-9f5e-7d0c6a1f2b3c"}
+        main = Evaluator(parsed(MAIN), params, {
+            "tenant().tenantId": TENANT,
+            "environment().authentication.loginEndpoint": "https://login.microsoftonline.com/",
+            "keyVault.outputs.uri": "https://kv-test.vault.azure.net/",
+            "keyVault.outputs.name": "kv-test",
+            "entra.outputs.powerbiClientId": POWERBI_APP_ID,
+            "entra.outputs.callerJwtAudience": entra.output("callerJwtAudience"),
+            "entra.outputs.callerApiClientId": entra.output("callerApiClientId"),
+            "appConfiguration.outputs.endpoint": "https://appcs-test.azconfig.io",
+        })
+        api_params = {name: main.eval(value)
+                      for name, value in unwrap(parsed(MAIN)["modules"]["api"]["config"])["params"].items()
+                      if name in ("httpPerInstanceConcurrency", "easyAuthEnabled", "easyAuthClientId",
+                                  "easyAuthIssuer", "easyAuthAllowedAudiences")}
+        api = Evaluator(parsed(module_file("api")), {"identityClientId": IDENTITY_CLIENT_ID, **api_params}, {
+            "storage.properties.primaryEndpoints.blob": "https://sttest.blob.core.windows.net/",
+            "applicationInsights.properties.ConnectionString": "InstrumentationKey=0",
+        })
+        self.api_params = api_params
+        self.easy_auth = bool(api_params["easyAuthEnabled"])
+        site_settings = {**main.variable("functionAppSettings"), **api.variable("platformAppSettings")}
+        environment = {k: RESOLVED_SECRET if str(v).startswith("@Microsoft.KeyVault(") else str(v)
+                       for k, v in site_settings.items()}
+        # Set by the platform on App Service; WEBSITE_AUTH_ENABLED only when Authentication is on.
+        environment.update(WEBSITE_SITE_NAME="func-api-test", WEBSITE_INSTANCE_ID="0123456789abcdef")
+        if self.easy_auth:
+            environment["WEBSITE_AUTH_ENABLED"] = "True"
+        self.environment = environment
+        # What the postprovision hook writes (infra/hooks/appconfig_keyvalues.py reads these outputs).
+        store = {k: str(v) for k, v in main.output("AZURE_APPCONFIG_SETTINGS").items()}
+        store.update(dict.fromkeys(main.output("AZURE_APPCONFIG_KEYVAULT_REFERENCES"), RESOLVED_SECRET))
+        self.store = store
+        self.settings = {**{k: v for k, v in store.items() if not is_bootstrap(k)}, **environment}
+
+
+def load_deployed(deployment: Deployment) -> contract.Settings:
+    """The broker's own settings pipeline on what Azure hands it: bootstrap from the environment only."""
+    return contract.load_settings(deployment.environment, store=deployment.store or None)
 
 
 def deploys_app_service_authentication() -> bool:
@@ -804,22 +944,23 @@ COMBINATIONS = [(mode, grant, caller, app_config)
 def test_the_deployed_settings_are_valid(mode: str, grant: str, caller: str, app_config: bool) -> None:
     if mode != "keyVaultReference" and "POWERBI_CLIENT_SECRET_URI" not in contract.SETTING_NAMES:
         pytest.skip("the broker does not read credentials from Key Vault or federation yet")
-    environ = deployed_environment(mode, grant, caller, app_config)
+    deployment = Deployment(mode, grant, caller, app_config)
+    environ = deployment.settings
     assert not any(v.startswith("@Microsoft.KeyVault(") for v in environ.values())
     if grant == "on_behalf_of" and caller in ("easyauth", "function_key"):
         # on_behalf_of needs the caller's Entra ID token: the broker refuses this combination (docs/DEPLOY.md).
         with pytest.raises(ConfigurationError):
-            contract.load_settings(environ)
+            load_deployed(deployment)
         return
     if caller == "easyauth" and not deploys_app_service_authentication():
         # The platform sets WEBSITE_AUTH_ENABLED=True only when App Service Authentication is on; the template
         # does not configure it (no authsettingsV2), so the broker must refuse to trust X-MS-CLIENT-PRINCIPAL.
         with pytest.raises(ConfigurationError) as refused:
-            contract.load_settings(environ)
+            load_deployed(deployment)
         assert any(p.setting == "CALLER_AUTH" and "App Service Authentication" in p.message
                    for p in refused.value.problems)
         return
-    loaded = contract.load_settings(environ)
+    loaded = load_deployed(deployment)
     assert loaded.client_id == POWERBI_APP_ID and loaded.grant_type == grant and loaded.caller_auth == caller
     errors = [p for p in loaded.warnings if p.severity == "error"]
     assert errors == []
@@ -835,3 +976,109 @@ def test_the_deployed_settings_are_valid(mode: str, grant: str, caller: str, app
         assert "POWERBI_CLIENT_SECRET" not in environ
     if app_config:
         assert environ["AZURE_APPCONFIG_ENDPOINT"] == "https://appcs-test.azconfig.io"
+
+
+# -- bootstrap settings and the auth level: what the worker indexes with vs what the broker runs -------------
+
+CALLER_COMBINATIONS = [(caller, app_config) for caller in ("jwt", "easyauth", "function_key", "anonymous")
+                       for app_config in (False, True)]
+
+
+def indexed_auth_level(environment: dict[str, str]) -> str:
+    """The auth level the worker gives the token routes when it indexes the app in this process environment
+    (the product's own decision, on a runtime of its own rather than this test process's)."""
+    return "FUNCTION" if Runtime(environment).index_token_routes() else "ANONYMOUS"
+
+
+def expected_auth_level(caller: str) -> str:
+    return "FUNCTION" if caller == "function_key" else "ANONYMOUS"
+
+
+@pytest.mark.parametrize(("caller", "app_config"), CALLER_COMBINATIONS,
+                         ids=[f"{c}-appconfig={a}" for c, a in CALLER_COMBINATIONS])
+def test_the_auth_level_and_caller_mode_are_the_operators(caller: str, app_config: bool) -> None:
+    """The routes are indexed from the environment alone; the broker runs with environment + store. Both must
+    give the callerAuth the operator chose (a function_key broker behind ANONYMOUS routes answers without a key)."""
+    deployment = Deployment("keyVaultReference", "client_credentials", caller, app_config)
+    assert deployment.environment["CALLER_AUTH"] == caller
+    assert indexed_auth_level(deployment.environment) == expected_auth_level(caller)
+    # The broker's own pipeline: bootstrap settings from the environment only, the rest environment over store.
+    loaded = contract.load_settings(deployment.environment, store=deployment.store if app_config else None)
+    assert loaded.caller_auth == caller
+    # Easy Auth is on exactly when the broker trusts X-MS-CLIENT-PRINCIPAL.
+    assert deployment.easy_auth is (caller == "easyauth")
+    assert ("WEBSITE_AUTH_ENABLED" in deployment.environment) is (caller == "easyauth")
+
+
+def test_the_auth_level_check_catches_a_store_only_caller_auth() -> None:
+    """The old deployment: CALLER_AUTH=function_key in the store only. Indexed ANONYMOUS, and the broker ignores
+    the store's copy, so it runs with no caller mode at all (every token route 503), never function_key."""
+    deployment = Deployment("keyVaultReference", "client_credentials", "function_key", True)
+    environment = {k: v for k, v in deployment.environment.items() if k != "CALLER_AUTH"}
+    assert indexed_auth_level(environment) != expected_auth_level("function_key")
+    loaded = contract.load_settings(environment, store={**deployment.store, "CALLER_AUTH": "function_key"})
+    assert loaded.caller_auth is None
+    assert any(w.setting == "CALLER_AUTH" and "ignored" in w.message for w in loaded.warnings)
+
+
+@pytest.mark.parametrize(("mode", "grant", "caller", "app_config"), COMBINATIONS,
+                         ids=["-".join(str(p) for p in c) for c in COMBINATIONS])
+def test_no_bootstrap_setting_is_written_to_the_store(mode: str, grant: str, caller: str, app_config: bool) -> None:
+    deployment = Deployment(mode, grant, caller, app_config)
+    assert sorted(k for k in deployment.store if is_bootstrap(k)) == []
+    assert {"CALLER_AUTH", "AZURE_CLIENT_ID"} <= set(deployment.environment)
+    if app_config:
+        assert deployment.store, "App Configuration is on but the store gets no key-values"
+        assert {"AZURE_APPCONFIG_ENDPOINT", "AZURE_APPCONFIG_REFRESH_SECONDS"} <= set(deployment.environment)
+    else:
+        assert not any(k.startswith("AZURE_APPCONFIG_") for k in deployment.environment)
+
+
+def test_bootstrap_settings_are_app_settings_by_construction() -> None:
+    variables = parsed(MAIN)["variables"]
+    store_keys = object_keys(variables["brokerAppSettings"]["value"]) | object_keys(
+        variables["keyVaultReferenceUris"]["value"])
+    assert sorted(k for k in store_keys if is_bootstrap(k)) == []
+    assert {"CALLER_AUTH", "AZURE_APPCONFIG_ENDPOINT", "AZURE_APPCONFIG_REFRESH_SECONDS"} <= object_keys(
+        variables["bootstrapAppSettings"]["value"])
+    assert "bootstrapAppSettings" in references(variables["functionAppSettings"]["value"])
+
+
+def test_the_app_configuration_refresh_fits_the_free_tier() -> None:
+    """Free: 1,000 requests a day per store. Each running instance checks the sentinel once per interval."""
+    for sku in ("free", "standard"):
+        main = Evaluator(parsed(MAIN), {"appConfigurationSku": sku}, {})
+        seconds = main.variable("appConfigurationRefreshSeconds")
+        if sku == "free":
+            assert 86400 / seconds <= 1000 / 40, "one busy instance must use at most 1/40 of the daily quota"
+        else:
+            assert seconds <= 300
+    assert decorator(parsed(MAIN)["parameters"]["appConfigurationSku"], "allowed") == ["free", "standard"]
+
+
+def test_easy_auth_is_configured_for_easyauth() -> None:
+    """callerAuth=easyauth: authsettingsV2 with the Entra ID provider of the API app registration, every token
+    route behind it (401 without a valid token), health and the OpenAPI description open."""
+    found = [(name, attrs) for name, attrs in parsed(module_file("api"))["resources"].items()
+             if attrs["type"] == "Microsoft.Web/sites/config" and unwrap(attrs["config"])["name"] == "authsettingsV2"]
+    assert len(found) == 1
+    _, attrs = found[0]
+    assert attrs["config"]["condition"] == "easyAuthEnabled"
+    body = unwrap(attrs["config"])["properties"]
+    assert get(body, "platform", "enabled") is True
+    assert get(body, "globalValidation", "requireAuthentication") is True
+    assert get(body, "globalValidation", "unauthenticatedClientAction") == "Return401"
+    excluded = get(body, "globalValidation", "excludedPaths")
+    assert set(excluded) == {"/api/health", "/api/openapi.json"}
+    aad = get(body, "identityProviders", "azureActiveDirectory")
+    assert get(aad, "enabled") is True
+    assert get(aad, "registration", "clientId") == "easyAuthClientId"
+    assert get(aad, "registration", "openIdIssuer") == "easyAuthIssuer"
+    assert get(aad, "validation", "allowedAudiences") == "easyAuthAllowedAudiences"
+    # Wired to the API app registration that entra.bicep creates, for every grant type.
+    for grant in ("client_credentials", "on_behalf_of", "password"):
+        deployment = Deployment("keyVaultReference", grant, "easyauth", False)
+        expected_client = POWERBI_APP_ID if grant == "on_behalf_of" else CALLER_API_APP_ID
+        assert deployment.api_params["easyAuthClientId"] == expected_client
+        assert deployment.api_params["easyAuthAllowedAudiences"][0] == expected_client
+        assert deployment.api_params["easyAuthIssuer"] == f"https://login.microsoftonline.com/{TENANT}/v2.0"

@@ -166,8 +166,12 @@ def test_health_lists_the_anonymous_mode_warning(env: Env, call: Call) -> None:
 
 @pytest.fixture
 def obo_world(env: Env, entra: EntraEmulator, powerbi: PowerBIEmulator, world: World) -> Iterator[dict[str, str]]:
-    """Alice may see the Sales workspace in Power BI; Carol may not. Tokens without a username claim."""
-    oids = {name: entra.add_user(TENANT, name, "user-Passw0rd!value") for name in (ALICE, CAROL)}
+    """Alice may see the Sales workspace in Power BI; Carol (a user of this suite only) may not."""
+    import jwt
+
+    alice_token = bearer(entra, ALICE)["Authorization"].split()[1]
+    oids = {ALICE: jwt.decode(alice_token, options={"verify_signature": False})["oid"],  # the session's Alice
+            CAROL: entra.add_user(TENANT, CAROL, "user-Passw0rd!value")}
     powerbi.grant(world.sales, oids[ALICE])
     yield oids
     powerbi.revoke(world.sales, oids[ALICE])

@@ -218,6 +218,24 @@ def test_deploy_jobs_sign_in_with_openid_connect() -> None:
         assert environment_name(job) == name
 
 
+def test_the_cli_sign_in_outlives_a_long_provision() -> None:
+    """azure/login's GitHub ID token lives ~5 minutes; the postprovision hook runs after the provision and needs
+    new Key Vault and Graph tokens. GitHub: the hook signs the CLI in again with a new ID token, which needs the
+    job's id-token permission and its AZURE_CLIENT_ID / AZURE_TENANT_ID (tests/test_hooks.py runs it). Azure
+    Pipelines: the AzureCLI task that runs azd provision keeps the session alive."""
+    hook = (ROOT / "infra" / "hooks" / "postprovision.sh").read_text()
+    assert "refresh_github_oidc_sign_in\n" in hook and "ACTIONS_ID_TOKEN_REQUEST_TOKEN" in hook
+    assert "Update-GitHubOidcSignIn" in (ROOT / "infra" / "hooks" / "postprovision.ps1").read_text()
+    for name, job in github_deploy_jobs().items():
+        assert job["permissions"]["id-token"] == "write", name
+        assert {"AZURE_CLIENT_ID", "AZURE_TENANT_ID", "AZURE_SUBSCRIPTION_ID"} <= set(job["env"]), name
+        assert not any("--no-hooks" in script(step) or "hooks" in str(step.get("env", {})) for step in job["steps"])
+    for stage in ("deploy_dev", "deploy_prod"):
+        (job,) = ado_stages()[stage]["jobs"]
+        provisions = [step for step in steps_in(job) if "azd provision --no-prompt" in script(step)]
+        assert provisions and all(step["inputs"].get("keepAzSessionActive") is True for step in provisions), stage
+
+
 def test_deploy_runs_after_ci_passes_on_main_or_by_hand() -> None:
     deploy = load(DEPLOY)
     assert "workflow_dispatch" in deploy["on"]

@@ -22,8 +22,22 @@ param appSettings object = {}
 @description('Origins allowed to call the broker from a browser (CORS), e.g. https://reports.contoso.com. Never *.')
 param corsAllowedOrigins array = []
 
-@description('Most instances the app scales out to (Flex Consumption).')
+// Flex Consumption accepts 40 to 1,000 instances (lower values are rejected when the app is created).
+@minValue(40)
+@maxValue(1000)
+@description('Most instances the app scales out to (Flex Consumption: 40-1000).')
 param maximumInstanceCount int = 100
+
+// Measured on this broker (python -m benchmarks, suite concurrency; docs/PERFORMANCE.md "HTTP concurrency per
+// instance"): a new instance serving a burst overlaps its Entra ID and Power BI round trips up to 8 requests in
+// flight (160 embed requests: 702 ms with 1, 277 ms with 8, no better with 16 or 32), warm throughput is the same
+// at 1-8 (the work is a cache hit under the GIL), and warm p99 at full occupancy grows past 8 (embed 15 ms at 8,
+// 22 ms at 16, 37 ms at 32). Fewer would scale out to more instances, each with cold caches and a cold start.
+// The Python worker's thread pool is sized to match (PYTHON_THREADPOOL_THREAD_COUNT).
+@minValue(1)
+@maxValue(1000)
+@description('HTTP requests one instance handles at once (functionAppConfig.scaleAndConcurrency.triggers.http.perInstanceConcurrency); the Python worker gets as many threads, up to 32.')
+param httpPerInstanceConcurrency int = 8
 
 @allowed([
   512
@@ -32,6 +46,18 @@ param maximumInstanceCount int = 100
 ])
 @description('Memory of each instance, MB.')
 param instanceMemoryMB int = 2048
+
+@description('CALLER_AUTH=easyauth: turn on App Service Authentication with the Entra ID provider, requiring a valid token on every route except health and the OpenAPI description.')
+param easyAuthEnabled bool = false
+
+@description('Client (application) id of the API app registration Easy Auth validates tokens for.')
+param easyAuthClientId string = ''
+
+@description('Issuer Easy Auth trusts, e.g. https://login.microsoftonline.com/<tenant id>/v2.0.')
+param easyAuthIssuer string = ''
+
+@description('Audiences Easy Auth accepts: the API app\'s client id and identifier URI.')
+param easyAuthAllowedAudiences array = []
 
 resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
   name: storageAccountName
@@ -73,10 +99,11 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
     httpsOnly: true
     // Key Vault references are resolved with the user-assigned identity, not a system-assigned one.
     keyVaultReferenceIdentity: identityId
+    // No ftpsState: Flex Consumption rejects it (ARM error 51021, "Flex Consumption plan deprecations");
+    // FTP is off through basicPublishingCredentialsPolicies below. tests/test_flex.py keeps it out.
     siteConfig: {
       minTlsVersion: '1.2'
       scmMinTlsVersion: '1.2'
-      ftpsState: 'Disabled'
       http20Enabled: true
       cors: {
         allowedOrigins: corsAllowedOrigins
@@ -97,6 +124,11 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
       scaleAndConcurrency: {
         maximumInstanceCount: maximumInstanceCount
         instanceMemoryMB: instanceMemoryMB
+        triggers: {
+          http: {
+            perInstanceConcurrency: httpPerInstanceConcurrency
+          }
+        }
       }
       runtime: {
         name: 'python'
@@ -125,21 +157,69 @@ resource scmPublishing 'Microsoft.Web/sites/basicPublishingCredentialsPolicies@2
 
 // Runtime settings: identity-based storage, Entra ID authenticated telemetry, the identity to use.
 // (Flex Consumption sets FUNCTIONS_WORKER_RUNTIME and FUNCTIONS_EXTENSION_VERSION itself from
-// functionAppConfig.runtime and rejects them as app settings.)
+// functionAppConfig.runtime and rejects them as app settings; tests/test_flex.py holds the full list.)
+// AzureWebJobsStorage__blobServiceUri, not __accountName: with an account name the host also builds queue
+// and table clients and logs 403s every few minutes, because the identity holds blob roles only (an
+// HTTP-only app needs nothing but blobs: host keys and leases). As the azd Flex template does.
 var platformAppSettings = {
-  AzureWebJobsStorage__accountName: storage.name
+  AzureWebJobsStorage__blobServiceUri: storage.properties.primaryEndpoints.blob
   AzureWebJobsStorage__credential: 'managedidentity'
   AzureWebJobsStorage__clientId: identityClientId
   APPLICATIONINSIGHTS_CONNECTION_STRING: applicationInsights.properties.ConnectionString
   APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'ClientId=${identityClientId};Authorization=AAD'
   // Which identity the broker uses for Key Vault, App Configuration and federation.
   AZURE_CLIENT_ID: identityClientId
+  // Python worker threads for synchronous functions (not in the Flex deprecation table; 32 is its maximum).
+  PYTHON_THREADPOOL_THREAD_COUNT: string(min(httpPerInstanceConcurrency, 32))
 }
 
 resource siteAppSettings 'Microsoft.Web/sites/config@2024-04-01' = {
   parent: functionApp
   name: 'appsettings'
   properties: union(appSettings, platformAppSettings)
+}
+
+// App Service Authentication (Easy Auth) for CALLER_AUTH=easyauth: the platform validates the caller's Entra
+// ID token before the broker runs and passes X-MS-CLIENT-PRINCIPAL; WEBSITE_AUTH_ENABLED=True tells the
+// broker that the header comes from the platform. A bearer-token API: no client secret, no login redirects,
+// no token store. Health and the OpenAPI description stay reachable without a token (smoke tests, tooling).
+resource authSettings 'Microsoft.Web/sites/config@2024-04-01' = if (easyAuthEnabled) {
+  parent: functionApp
+  name: 'authsettingsV2'
+  properties: {
+    platform: {
+      enabled: true
+      runtimeVersion: '~1'
+    }
+    globalValidation: {
+      requireAuthentication: true
+      unauthenticatedClientAction: 'Return401'
+      excludedPaths: [
+        '/api/health'
+        '/api/openapi.json'
+      ]
+    }
+    identityProviders: {
+      azureActiveDirectory: {
+        enabled: true
+        registration: {
+          clientId: easyAuthClientId
+          openIdIssuer: easyAuthIssuer
+        }
+        validation: {
+          allowedAudiences: easyAuthAllowedAudiences
+        }
+      }
+    }
+    login: {
+      tokenStore: {
+        enabled: false
+      }
+    }
+    httpSettings: {
+      requireHttps: true
+    }
+  }
 }
 
 output name string = functionApp.name

@@ -1,9 +1,12 @@
-// Optional Azure App Configuration store (useAppConfiguration): the broker's non-secret settings as
-// unlabelled key-values named TokenBroker:<SETTING>, Key Vault references (resolved by the broker with its
-// managed identity) for secrets, and the sentinel key TokenBroker:Sentinel the broker watches for changes.
-// Local (access key) authentication is disabled, so Azure Resource Manager writes the key-values with the
-// deploying principal's own identity (dataPlaneProxy 'Pass-through'): it gets App Configuration Data
-// Owner here. The function app's identity gets App Configuration Data Reader.
+// Optional Azure App Configuration store (useAppConfiguration) for the broker's non-secret settings, as unlabelled
+// key-values named TokenBroker:<SETTING>, Key Vault references for secrets, and the sentinel key
+// TokenBroker:Sentinel the broker watches for changes. Local (access key) authentication is disabled.
+//
+// The key-values are written by the postprovision hook (infra/hooks/appconfig_keyvalues.py), not here: with access
+// keys off, Resource Manager would write them with the deployer's identity, through the App Configuration Data
+// Owner role this same deployment grants, and a new role assignment takes minutes to reach the data plane (403 on
+// the first provision). The hook retries while it propagates. The function app's identity gets App
+// Configuration Data Reader.
 param name string
 param location string
 param tags object
@@ -27,15 +30,6 @@ param deployerPrincipalId string = ''
   'Group'
 ])
 param deployerPrincipalType string = 'User'
-
-@description('Plain key-values: setting name to value.')
-param settings object
-
-@description('Key Vault references: setting name to the Key Vault secret URI.')
-param keyVaultReferences object = {}
-
-@description('Prefix of the broker\'s keys; the broker loads <prefix>* and trims it (KEY_PREFIX in token_broker/app_configuration.py).')
-param settingPrefix string = 'TokenBroker:'
 
 var appConfigurationDataReaderRoleId = '516239f1-63e1-4d78-a4de-a74fb236a071' // App Configuration Data Reader
 var appConfigurationDataOwnerRoleId = '5ae67dd6-50cb-40e7-96ff-dc2bfa4b606b' // App Configuration Data Owner
@@ -75,47 +69,6 @@ resource deployerDataOwner 'Microsoft.Authorization/roleAssignments@2022-04-01' 
     principalId: deployerPrincipalId
     principalType: deployerPrincipalType
   }
-}
-
-resource plainKeyValues 'Microsoft.AppConfiguration/configurationStores/keyValues@2024-05-01' = [for setting in items(settings): {
-  parent: store
-  name: '${settingPrefix}${setting.key}'
-  properties: {
-    value: setting.value
-    contentType: 'text/plain'
-  }
-  dependsOn: [
-    deployerDataOwner
-  ]
-}]
-
-resource keyVaultReferenceKeyValues 'Microsoft.AppConfiguration/configurationStores/keyValues@2024-05-01' = [for reference in items(keyVaultReferences): {
-  parent: store
-  name: '${settingPrefix}${reference.key}'
-  properties: {
-    value: string({
-      uri: reference.value
-    })
-    contentType: 'application/vnd.microsoft.appconfig.keyvaultref+json;charset=utf-8'
-  }
-  dependsOn: [
-    deployerDataOwner
-  ]
-}]
-
-// Running brokers watch this key and reload every setting when it changes; its value changes whenever a
-// deployment changes the settings above.
-resource sentinel 'Microsoft.AppConfiguration/configurationStores/keyValues@2024-05-01' = {
-  parent: store
-  name: '${settingPrefix}Sentinel'
-  properties: {
-    value: uniqueString(string(settings), string(keyVaultReferences))
-    contentType: 'text/plain'
-  }
-  dependsOn: [
-    plainKeyValues
-    keyVaultReferenceKeyValues
-  ]
 }
 
 output name string = store.name

@@ -77,6 +77,13 @@ var callerRoles = [
   }
 ]
 
+// The Power BI app exposes the caller scope and role only with on_behalf_of, but it always declares them and
+// switches isEnabled: Microsoft Graph refuses to remove an enabled scope or app role ("... must be disabled
+// before it can be deleted"), so removing them when the grant type changes would fail the redeploy. A
+// disabled scope or role cannot be requested, consented or assigned (docs/DEPLOY.md, "Redeploying").
+var powerbiAppScopes = [for scope in callerScopes: union(scope, { isEnabled: isOnBehalfOf })]
+var powerbiAppRoles = [for role in callerRoles: union(role, { isEnabled: isOnBehalfOf })]
+
 // The app registration that signs in to Entra ID and calls Power BI.
 resource powerbiApp 'Microsoft.Graph/applications@v1.0' = {
   uniqueName: powerbiAppUniqueName
@@ -86,12 +93,14 @@ resource powerbiApp 'Microsoft.Graph/applications@v1.0' = {
   owners: {
     relationships: owners
   }
-  identifierUris: isOnBehalfOf ? [powerbiAppIdentifierUri] : []
+  identifierUris: [
+    powerbiAppIdentifierUri
+  ]
   api: {
     requestedAccessTokenVersion: 2
-    oauth2PermissionScopes: isOnBehalfOf ? callerScopes : []
+    oauth2PermissionScopes: powerbiAppScopes
   }
-  appRoles: isOnBehalfOf ? callerRoles : []
+  appRoles: powerbiAppRoles
 
   // federated mode: the function app's managed identity token is the client assertion (no secret).
   resource managedIdentityCredential 'federatedIdentityCredentials@v1.0' = if (isFederated) {
@@ -105,8 +114,13 @@ resource powerbiApp 'Microsoft.Graph/applications@v1.0' = {
   }
 }
 
+// Service principals get the same owners as their applications: a pipeline identity holding only
+// Application.ReadWrite.OwnedBy can update what it owns, and gets 403 on a service principal it does not.
 resource powerbiServicePrincipal 'Microsoft.Graph/servicePrincipals@v1.0' = {
   appId: powerbiApp.appId
+  owners: {
+    relationships: owners
+  }
 }
 
 // The API that callers request tokens for (not needed with on_behalf_of, see above).
@@ -131,6 +145,9 @@ resource callerApiApp 'Microsoft.Graph/applications@v1.0' = if (!isOnBehalfOf) {
 // The enterprise application of the API: app role assignments (Report.Viewer) are made on it.
 resource callerApiServicePrincipal 'Microsoft.Graph/servicePrincipals@v1.0' = if (!isOnBehalfOf) {
   appId: callerApiApp.appId
+  owners: {
+    relationships: owners
+  }
 }
 
 // Power BI admins enable "Service principals can call Fabric public APIs" for this group.

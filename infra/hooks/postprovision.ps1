@@ -4,8 +4,12 @@
 #    the Microsoft Graph addPassword call and stored with the Key Vault REST API (Invoke-RestMethod), so it
 #    is never printed, never written to disk and never on a command line. A secret still valid for more
 #    than POWERBI_CLIENT_SECRET_RENEW_DAYS is kept; POWERBI_ROTATE_CLIENT_SECRET=true forces a new one.
-# 2. Prints the Power BI admin steps that no template can do.
-# Needs the Azure CLI signed in to the same tenant (az login).
+# 2. USE_APP_CONFIGURATION=true: writes the broker's settings into the App Configuration store
+#    (appconfig_keyvalues.py says why this is not done by Resource Manager).
+# 3. Prints the Power BI admin steps that no template can do.
+# Needs the Azure CLI signed in to the same tenant (az login). In GitHub Actions (OpenID Connect) it signs the
+# CLI in again with a fresh GitHub ID token first: the one azure/login used expires after about 5 minutes
+# (AADSTS700024 after a longer provision); see postprovision.sh.
 $ErrorActionPreference = 'Stop'
 Set-StrictMode -Version Latest
 
@@ -35,6 +39,32 @@ if ((Get-Setting 'POWERBI_CLOUD' 'Public') -eq 'USGov') {
 } else {
     $apiHost = 'https://api.powerbi.com'; $pbiResource = 'https://analysis.windows.net/powerbi/api'
 }
+
+function Update-GitHubOidcSignIn {
+    $requestUrl = Get-Setting 'ACTIONS_ID_TOKEN_REQUEST_URL'
+    $requestToken = Get-Setting 'ACTIONS_ID_TOKEN_REQUEST_TOKEN'
+    $pipelineClientId = Get-Setting 'AZURE_CLIENT_ID'
+    $tenantId = Get-Setting 'AZURE_TENANT_ID'
+    if (-not $requestUrl -or -not $requestToken -or -not $pipelineClientId -or -not $tenantId) { return }
+    # The request token stays in this process (a header of Invoke-RestMethod), never on a command line.
+    $response = Invoke-RestMethod -Method Get -Headers @{ Authorization = "Bearer $requestToken" } `
+        -Uri "$requestUrl&audience=api%3A%2F%2FAzureADTokenExchange"
+    if (-not $response.value) { throw 'The GitHub ID token response has no value.' }
+    az login --service-principal --username $pipelineClientId --tenant $tenantId `
+        --federated-token $response.value --allow-no-subscriptions --output none
+    if ($LASTEXITCODE -ne 0) { throw 'az login with a new GitHub ID token failed.' }
+    $subscription = Get-Setting 'AZURE_SUBSCRIPTION_ID'
+    if ($subscription) { az account set --subscription $subscription }
+    # Every token this hook needs, now, while the assertion is fresh: the CLI reuses them for about an hour.
+    az account get-access-token --output none
+    az account get-access-token --resource https://vault.azure.net --output none
+    az account get-access-token --resource-type ms-graph --output none
+    if (Get-Setting 'AZURE_APPCONFIG_ENDPOINT') {
+        az account get-access-token --resource https://azconfig.io --output none
+    }
+    Write-Host 'Signed the Azure CLI in again with a new GitHub ID token (OpenID Connect).'
+}
+Update-GitHubOidcSignIn
 
 az account show --output none 2>$null
 if ($LASTEXITCODE -ne 0) {
@@ -139,6 +169,17 @@ switch ($mode) {
         Write-Host 'no client secret exists.'
     }
     default { throw "Unknown POWERBI_CREDENTIAL_MODE '$mode'." }
+}
+
+if (Get-Setting 'AZURE_APPCONFIG_ENDPOINT') {
+    $python = Get-Command python3 -ErrorAction SilentlyContinue
+    if (-not $python) { $python = Get-Command python -ErrorAction Stop }
+    & $python.Source (Join-Path $PSScriptRoot 'appconfig_keyvalues.py')
+    if ($LASTEXITCODE -ne 0) { throw 'Writing the settings to App Configuration failed (see above).' }
+    # A running broker reloads on the sentinel only every AZURE_APPCONFIG_REFRESH_SECONDS: restart it now.
+    $app = Get-Setting 'AZURE_FUNCTION_APP_NAME'
+    $group = Get-Setting 'AZURE_RESOURCE_GROUP'
+    if ($app -and $group) { az functionapp restart --name $app --resource-group $group --output none }
 }
 
 $spId = Get-Setting 'POWERBI_SERVICE_PRINCIPAL_ID'

@@ -6,7 +6,14 @@
 #    never written to disk and never on a command line (visible in `ps`). A secret that is still valid for
 #    more than POWERBI_CLIENT_SECRET_RENEW_DAYS is kept, so re-running `azd provision` does not pile up
 #    credentials; POWERBI_ROTATE_CLIENT_SECRET=true forces a new one.
-# 2. Prints the Power BI admin steps that no template can do: the tenant setting and workspace access.
+# 2. USE_APP_CONFIGURATION=true: writes the broker's settings into the App Configuration store
+#    (appconfig_keyvalues.py says why this is not done by Resource Manager).
+# 3. Prints the Power BI admin steps that no template can do: the tenant setting and workspace access.
+#
+# In GitHub Actions (OpenID Connect), azure/login signs the Azure CLI in with a GitHub ID token that expires after
+# about 5 minutes, and the CLI needs it again for every new resource (Key Vault, Microsoft Graph): after a longer
+# provision that fails with AADSTS700024. The hook therefore signs the CLI in again with a fresh ID token, and
+# gets its Key Vault, Graph and ARM tokens at once (the CLI caches them for an hour), before it calls anything.
 #
 # Needs the Azure CLI signed in to the same tenant (`az login`), as a user who owns the app registration
 # (the deployment makes AZURE_PRINCIPAL_ID its owner) and holds Key Vault Secrets Officer on the vault
@@ -34,6 +41,47 @@ esac
 utc_in_days() {
   date -u -d "+$1 days" '+%Y-%m-%dT%H:%M:%SZ' 2>/dev/null || date -u -v "+$1d" '+%Y-%m-%dT%H:%M:%SZ'
 }
+
+# GitHub Actions with `permissions: id-token: write` and AZURE_CLIENT_ID / AZURE_TENANT_ID in the job's environment:
+# sign the Azure CLI in again with a new GitHub ID token (see above). Elsewhere (a developer's az login, Azure
+# Pipelines with keepAzSessionActive) nothing changes. The request token travels on curl's standard input, never
+# on a command line; the ID token (audience api://AzureADTokenExchange, valid 5 minutes, useless to anyone but
+# this workflow's federated credential) is on az login's command line for the second the call takes, as
+# azure/login does it.
+refresh_github_oidc_sign_in() {
+  if [ -z "${ACTIONS_ID_TOKEN_REQUEST_URL:-}" ] || [ -z "${ACTIONS_ID_TOKEN_REQUEST_TOKEN:-}" ] \
+      || [ -z "${AZURE_CLIENT_ID:-}" ] || [ -z "${AZURE_TENANT_ID:-}" ]; then
+    return 0
+  fi
+  local response id_token
+  response="$(printf 'header = "Authorization: Bearer %s"\n' "$ACTIONS_ID_TOKEN_REQUEST_TOKEN" \
+    | curl --silent --show-error --fail --config - \
+      "${ACTIONS_ID_TOKEN_REQUEST_URL}&audience=api%3A%2F%2FAzureADTokenExchange")" || {
+    echo "Could not get a new GitHub ID token: does the job have 'permissions: id-token: write'?" >&2
+    return 1
+  }
+  id_token="$(printf '%s' "$response" | sed -n 's/.*"value"[[:space:]]*:[[:space:]]*"\([^"]*\)".*/\1/p')"
+  response=""
+  if [ -z "$id_token" ]; then
+    echo "The GitHub ID token response has no value." >&2
+    return 1
+  fi
+  az login --service-principal --username "$AZURE_CLIENT_ID" --tenant "$AZURE_TENANT_ID" \
+    --federated-token "$id_token" --allow-no-subscriptions --output none
+  id_token=""
+  if [ -n "${AZURE_SUBSCRIPTION_ID:-}" ]; then
+    az account set --subscription "$AZURE_SUBSCRIPTION_ID"
+  fi
+  # Every token this hook needs, now, while the assertion is fresh: the CLI reuses them for about an hour.
+  az account get-access-token --output none
+  az account get-access-token --resource https://vault.azure.net --output none
+  az account get-access-token --resource-type ms-graph --output none
+  if [ -n "${AZURE_APPCONFIG_ENDPOINT:-}" ]; then
+    az account get-access-token --resource https://azconfig.io --output none
+  fi
+  echo "Signed the Azure CLI in again with a new GitHub ID token (OpenID Connect)."
+}
+refresh_github_oidc_sign_in
 
 if ! az account show --output none 2>/dev/null; then
   echo "The Azure CLI is not signed in. Run 'az login --tenant ${AZURE_TENANT_ID:-<tenant id>}', then 'azd hooks run postprovision'." >&2
@@ -120,6 +168,15 @@ case "$mode" in
     exit 1
     ;;
 esac
+
+if [ -n "${AZURE_APPCONFIG_ENDPOINT:-}" ]; then
+  python3 "$(dirname "$0")/appconfig_keyvalues.py"
+  # A running broker reloads on the sentinel only every AZURE_APPCONFIG_REFRESH_SECONDS: restart it now.
+  if [ -n "${AZURE_FUNCTION_APP_NAME:-}" ] && [ -n "${AZURE_RESOURCE_GROUP:-}" ]; then
+    az functionapp restart --name "$AZURE_FUNCTION_APP_NAME" --resource-group "$AZURE_RESOURCE_GROUP" \
+      ${AZURE_SUBSCRIPTION_ID:+--subscription "$AZURE_SUBSCRIPTION_ID"} --output none || true
+  fi
+fi
 
 sp_id="${POWERBI_SERVICE_PRINCIPAL_ID:-}"
 if [ -z "$sp_id" ]; then
