@@ -239,3 +239,18 @@ def test_off_azure_the_developers_azure_cli_login_reads_the_vault(
     response = call("GET", "/api/token")
     assert response.status == 200, response.text
     assert vault.secret_reads("powerbi-client-secret") == 1
+
+
+def test_a_key_vault_read_timeout_is_503_not_500(
+    env: Env, vault: KeyVaultEmulator, app_identity: ManagedIdentity, entra: EntraEmulator, call: Call
+) -> None:
+    """Found in the security review: a vault slower than the read timeout raised azure-core's
+    ServiceResponseError, which nothing mapped, so the caller got a 500."""
+    kv_env(env, vault, app_identity, POWERBI_HTTP_TIMEOUT_SECONDS="0.5")
+    vault.set_latency(3.0, path_prefix="/secrets/")
+    try:
+        problem = assert_problem(call("GET", "/api/token"), 503, "keyvault_unreachable")
+    finally:
+        vault.set_latency(0.0, path_prefix="/secrets/")
+    assert problem["setting"] == "POWERBI_CLIENT_SECRET_URI" and "did not answer in time" in problem["detail"]
+    assert entra.token_requests() == 0
