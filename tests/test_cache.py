@@ -7,8 +7,8 @@ from dataclasses import dataclass
 
 import pytest
 
-from token_broker.cache import RefreshingCache
-from token_broker.errors import UpstreamUnavailableError
+from token_broker.support.cache import RefreshingCache
+from token_broker.support.errors import UpstreamUnavailableError
 
 
 @dataclass(frozen=True)

@@ -17,11 +17,11 @@ from devtools.entra import EntraEmulator
 from devtools.functions_host import HostResponse
 from tests.conftest import ROOT, TENANT, Env, assert_problem
 from token_broker import runtime
-from token_broker.caller_settings import CallerSettings
-from token_broker.easyauth import EasyAuthAuthenticator
-from token_broker.errors import RateLimitedError
-from token_broker.jwt_auth import JwtAuthenticator
-from token_broker.rate_limit import RateLimiter
+from token_broker.callers.easyauth import EasyAuthAuthenticator
+from token_broker.callers.jwt import JwtAuthenticator
+from token_broker.callers.rate_limit import RateLimiter
+from token_broker.config.callers import CallerSettings
+from token_broker.support.errors import RateLimitedError
 
 Call = Callable[..., HostResponse]
 ROLE_TYPE = "http://schemas.microsoft.com/ws/2008/06/identity/claims/role"

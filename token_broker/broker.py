@@ -1,6 +1,6 @@
 """The broker: settings, credential, token service, embed service and caller authentication, built together.
 
-:meth:`Broker.build` turns one validated :class:`~token_broker.settings.Settings` into everything a
+:meth:`Broker.build` turns one validated :class:`~token_broker.config.contract.Settings` into everything a
 request needs, without a network call. The process lifecycle (when to build, when to rebuild) is
 :mod:`token_broker.runtime`'s job.
 """
@@ -13,15 +13,15 @@ from typing import Any
 
 import azure.functions as func
 
-from . import redaction
-from .callers import Caller, CallerAuthenticator, authorize, build_authenticator
-from .credentials import ClientCredential, build_client_credential, build_password_source
-from .embed import EmbedService
-from .errors import ConfigurationError, SettingProblem
-from .powerbi_client import PowerBIClient
-from .rate_limit import RateLimiter
-from .settings import Settings
-from .tokens import TokenService
+from .aad.credentials import ClientCredential, build_client_credential, build_password_source
+from .aad.tokens import TokenService
+from .callers.caller import Caller, CallerAuthenticator, authorize, build_authenticator
+from .callers.rate_limit import RateLimiter
+from .config.contract import Settings
+from .powerbi.client import PowerBIClient
+from .powerbi.embed import EmbedService
+from .support import redaction
+from .support.errors import ConfigurationError, SettingProblem
 
 log = logging.getLogger(__name__)
 

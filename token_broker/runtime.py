@@ -14,11 +14,11 @@ import os
 import threading
 from collections.abc import Mapping
 
-from .app_configuration import AppConfigurationSource
-from .bootstrap import Bootstrap, read_bootstrap
 from .broker import Broker
-from .errors import ConfigurationError
-from .settings import load_settings
+from .config.bootstrap import Bootstrap, read_bootstrap
+from .config.contract import load_settings
+from .config.store import AppConfigurationSource
+from .support.errors import ConfigurationError
 
 log = logging.getLogger(__name__)
 

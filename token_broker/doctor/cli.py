@@ -2,7 +2,7 @@
 
 Reads the settings the app reads (the environment; ``--settings`` adds a ``local.settings.json``'s
 ``Values`` under it, as Core Tools does; App Configuration when ``AZURE_APPCONFIG_ENDPOINT`` is set), then
-runs the checks of :mod:`token_broker.doctor_checks` and prints a checklist (``--json``: a list of
+runs the checks of :mod:`token_broker.doctor.checks` and prints a checklist (``--json``: a list of
 ``{"check", "status", "detail", "fix", "code"}`` for pipelines). The exit code is 0 when nothing failed
 (warnings allowed), 1 when a check failed, 2 for a usage error.
 
@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal, TextIO
 
 if TYPE_CHECKING:
-    from .errors import BrokerError
+    from ..support.errors import BrokerError
 
 PROG = "python -m token_broker doctor"
 SYMBOLS = {"pass": "✓", "fail": "✗", "warn": "!", "skip": "–"}
@@ -118,7 +118,7 @@ def main(argv: Sequence[str] | None = None, *, environ: Mapping[str, str] | None
     settings: dict[str, str] = dict(os.environ if environ is None else environ)
     source = "the environment"
     checks: list[Check] = []
-    from .doctor_checks import Doctor
+    from .checks import Doctor
 
     if args.settings:
         path = Path(args.settings)
@@ -158,8 +158,8 @@ def _user_token(value: str | None) -> str | None:
 
 def _register_secrets(settings: Mapping[str, str], user_token: str | None) -> None:
     """Every secret the doctor may come across is redacted from its output and from log records."""
-    from . import redaction
-    from .settings import SECRET_SETTINGS
+    from ..config.contract import SECRET_SETTINGS
+    from ..support import redaction
 
     redaction.register_secrets([*(settings.get(name) for name in SECRET_SETTINGS), user_token])
     redaction.install()  # as the app does at start: every record, the azure SDKs' included
@@ -184,7 +184,7 @@ def _logging(*, verbose: bool) -> Iterator[None]:
 
 
 def _write(text: str) -> None:
-    from .redaction import redact
+    from ..support.redaction import redact
 
     print(redact(text), file=sys.stdout)
 

@@ -2,7 +2,7 @@
 
 On App Service / Azure Functions the platform exposes the managed identity endpoint
 (``IDENTITY_ENDPOINT``); ``AZURE_CLIENT_ID`` selects a user-assigned identity. Both are bootstrap
-settings (:mod:`token_broker.bootstrap`), handed over as an :class:`AppIdentity`. Elsewhere (a developer's
+settings (:mod:`token_broker.config.bootstrap`), handed over as an :class:`AppIdentity`. Elsewhere (a developer's
 machine) the Azure CLI login is used, so no secret is needed on disk. azure-identity is imported only
 here and only when a configuration needs it: it costs a few hundred milliseconds of cold start.
 """
@@ -14,7 +14,7 @@ import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .errors import KeyVaultError
+from ..support.errors import KeyVaultError
 
 if TYPE_CHECKING:
     from azure.core.credentials import TokenCredential

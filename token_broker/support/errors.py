@@ -2,7 +2,7 @@
 
 Every error a caller can see is a :class:`BrokerError`. It carries everything the HTTP layer needs to
 write an RFC 9457 problem document (status, a stable ``code``, a title, a detail naming what to fix)
-and nothing secret: messages are written here or in :mod:`token_broker.aad_errors`, never copied
+and nothing secret: messages are written here or in :mod:`token_broker.aad.errors`, never copied
 from a credential or a token.
 """
 

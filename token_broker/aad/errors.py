@@ -16,7 +16,7 @@ from typing import Any
 import requests
 import urllib3
 
-from .errors import (
+from ..support.errors import (
     BrokerError,
     CallerAuthenticationError,
     UpstreamError,

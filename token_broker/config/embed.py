@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .setting_reader import SettingReader, SettingSpec, is_guid
+from .reader import SettingReader, SettingSpec, is_guid
 
 EMBED_SETTINGS: tuple[SettingSpec, ...] = (
     SettingSpec("POWERBI_WORKSPACE_ID", "Default workspace (group) ID for embed requests that name none."),

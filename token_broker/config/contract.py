@@ -3,7 +3,7 @@
 :data:`SETTINGS` is the single list of every setting the broker reads; the README table, the
 ``local.settings.example.json`` file and the infrastructure templates are checked against it by tests.
 :func:`load_settings` is the one pipeline: the bootstrap settings from the environment only
-(:mod:`token_broker.bootstrap`), every other setting from the environment over the App Configuration
+(:mod:`token_broker.config.bootstrap`), every other setting from the environment over the App Configuration
 store. It reports every problem at once, each naming its setting and the fix.
 """
 
@@ -14,13 +14,13 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from ..support.errors import ConfigurationError, SettingProblem
 from .bootstrap import BOOTSTRAP_SETTINGS, Bootstrap, merge_store, read_bootstrap
-from .caller_settings import CALLER_SETTINGS, CallerSettings, read_caller_settings
+from .callers import CALLER_SETTINGS, CallerSettings, read_caller_settings
 from .clouds import CLOUD_NAMES, CLOUDS, PUBLIC, Cloud
-from .credential_settings import CREDENTIAL_SETTINGS, CredentialSettings, read_credential_settings
-from .embed_settings import EMBED_SETTINGS, EmbedSettings, read_embed_settings
-from .errors import ConfigurationError, SettingProblem
-from .setting_reader import SettingReader, SettingSpec, is_guid
+from .credentials import CREDENTIAL_SETTINGS, CredentialSettings, read_credential_settings
+from .embed import EMBED_SETTINGS, EmbedSettings, read_embed_settings
+from .reader import SettingReader, SettingSpec, is_guid
 
 POWERBI_RESOURCE = PUBLIC.powerbi_resource
 DEFAULT_SCOPE = PUBLIC.scope

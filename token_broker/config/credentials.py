@@ -12,8 +12,8 @@ import re
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-from .platform_identity import AppIdentity
-from .setting_reader import SettingReader, SettingSpec
+from ..aad.identity import AppIdentity
+from .reader import SettingReader, SettingSpec
 
 CREDENTIAL_SETTINGS: tuple[SettingSpec, ...] = (
     SettingSpec("POWERBI_CLIENT_SECRET_URI", "Key Vault secret identifier of the client secret, read at run time."),

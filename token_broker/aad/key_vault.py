@@ -11,9 +11,9 @@ import logging
 import threading
 from urllib.parse import urlsplit
 
-from . import redaction
-from .errors import KeyVaultError
-from .platform_identity import AppIdentity
+from ..support import redaction
+from ..support.errors import KeyVaultError
+from .identity import AppIdentity
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 
-from .errors import RateLimitedError
+from ..support.errors import RateLimitedError
 
 
 class RateLimiter:

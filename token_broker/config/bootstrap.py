@@ -15,9 +15,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from .errors import SettingProblem
-from .platform_identity import AppIdentity
-from .setting_reader import SettingReader, SettingSpec, is_guid
+from ..aad.identity import AppIdentity
+from ..support.errors import SettingProblem
+from .reader import SettingReader, SettingSpec, is_guid
 
 CALLER_AUTH_MODES = ("anonymous", "jwt", "easyauth", "function_key")
 DEFAULT_APPCONFIG_REFRESH_SECONDS = 60

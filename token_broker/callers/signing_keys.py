@@ -27,7 +27,7 @@ from collections.abc import Callable
 import jwt
 import requests
 
-from .errors import BrokerError, UpstreamUnavailableError
+from ..support.errors import BrokerError, UpstreamUnavailableError
 
 log = logging.getLogger(__name__)
 

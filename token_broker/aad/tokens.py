@@ -19,12 +19,12 @@ from typing import TYPE_CHECKING, Any
 
 import requests
 
-from . import aad_errors
-from .cache import RefreshingCache
-from .callers import Caller
+from ..callers.caller import Caller
+from ..config.contract import Settings
+from ..support.cache import RefreshingCache
+from ..support.errors import BrokerError, CallerAuthenticationError, ConfigurationError, SettingProblem
+from . import errors as aad_errors
 from .credentials import ClientCredential, SecretSource
-from .errors import BrokerError, CallerAuthenticationError, ConfigurationError, SettingProblem
-from .settings import Settings
 
 if TYPE_CHECKING:  # msal is imported on first use: /api/health and config errors never pay for it
     import msal

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import TypeGuard
 from urllib.parse import urlsplit
 
-from .errors import SettingProblem
+from ..support.errors import SettingProblem
 
 KEY_VAULT_REFERENCE_PREFIX = "@Microsoft.KeyVault("
 _GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")

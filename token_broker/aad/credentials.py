@@ -14,11 +14,11 @@ import hashlib
 import logging
 from typing import Any, Protocol
 
-from . import redaction
-from .errors import ConfigurationError, CredentialError, SettingProblem
+from ..config.contract import Settings
+from ..support import redaction
+from ..support.errors import ConfigurationError, CredentialError, SettingProblem
+from .identity import AppIdentity
 from .key_vault import KeyVaultSecret, StaticSecret
-from .platform_identity import AppIdentity
-from .settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -19,13 +19,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .cache import RefreshingCache
-from .callers import Caller
+from ..aad.tokens import AccessToken, TokenService
+from ..callers.caller import Caller
+from ..config.contract import Settings
+from ..support.cache import RefreshingCache
+from ..support.errors import CallerForbiddenError, ConfigurationError, PowerBIError, RequestError, SettingProblem
+from .client import DatasetInfo, EmbedToken, PowerBIClient, ReportInfo
 from .embed_request import EmbedRequest, ReportRef
-from .errors import CallerForbiddenError, ConfigurationError, PowerBIError, RequestError, SettingProblem
-from .powerbi_client import DatasetInfo, EmbedToken, PowerBIClient, ReportInfo
-from .settings import Settings
-from .tokens import AccessToken, TokenService
 
 log = logging.getLogger(__name__)
 

@@ -13,14 +13,14 @@ from collections.abc import Callable
 
 import azure.functions as func
 
-from . import runtime
-from .broker import Broker
-from .embed import EmbedResult
-from .embed_request import BODY_FIELDS, guid, parse_embed_request, single_report_request
-from .errors import BrokerError, ConfigurationError, InternalError, MethodNotAllowedError
+from .. import runtime
+from ..broker import Broker
+from ..powerbi.embed import EmbedResult
+from ..powerbi.embed_request import BODY_FIELDS, guid, parse_embed_request, single_report_request
+from ..support.errors import BrokerError, ConfigurationError, InternalError, MethodNotAllowedError
+from ..support.redaction import request_id_var
 from .http import json_response, problem_response, read_json_object, request_id_for
 from .openapi import document as openapi_description
-from .redaction import request_id_var
 
 log = logging.getLogger(__name__)
 

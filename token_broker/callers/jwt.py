@@ -5,7 +5,7 @@ used as a shared secret). Only access tokens are accepted: a token with a ``nonc
 neither ``scp`` nor ``roles``, is an ID token (or not meant for an API) and is refused even when its
 audience is listed. ``exp``, ``nbf`` and ``iat`` must be JSON numbers. The issuer's signing keys come
 from its JWKS, found through its discovery document unless ``CALLER_JWT_JWKS_URI`` is set (see
-:mod:`token_broker.signing_keys` for caching, single flight and backoff). Callers learn only that their
+:mod:`token_broker.callers.signing_keys` for caching, single flight and backoff). Callers learn only that their
 token is not valid; the reason goes to the log.
 """
 
@@ -24,11 +24,11 @@ import azure.functions as func
 import jwt
 import requests
 
-from . import aad_errors
-from .caller_settings import CallerSettings
-from .callers import Caller, caller_from_claims
-from .errors import CallerAuthenticationError, ConfigurationError, SettingProblem, UpstreamUnavailableError
-from .http import bearer_token
+from ..aad import errors as aad_errors
+from ..config.callers import CallerSettings
+from ..support.errors import CallerAuthenticationError, ConfigurationError, SettingProblem, UpstreamUnavailableError
+from ..web.http import bearer_token
+from .caller import Caller, caller_from_claims
 from .signing_keys import SigningKeys
 
 log = logging.getLogger(__name__)

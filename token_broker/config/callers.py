@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .bootstrap import Bootstrap
-from .setting_reader import SettingReader, SettingSpec
+from .reader import SettingReader, SettingSpec
 
 DEFAULT_USERNAME_CLAIM = "preferred_username"
 

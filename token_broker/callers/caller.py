@@ -16,10 +16,10 @@ from typing import Any, Protocol
 
 import azure.functions as func
 
-from .caller_settings import CallerSettings
+from ..config.callers import CallerSettings
+from ..support.errors import CallerAuthNotConfiguredError, CallerForbiddenError
+from ..web.http import bearer_token
 from .client_ip import client_key
-from .errors import CallerAuthNotConfiguredError, CallerForbiddenError
-from .http import bearer_token
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +79,7 @@ class Caller:
 
 
 class CallerAuthenticator(Protocol):
-    """Authenticates the caller of a request or raises a :class:`~token_broker.errors.BrokerError`."""
+    """Authenticates the caller of a request or raises a :class:`~token_broker.support.errors.BrokerError`."""
 
     mode: str
 
@@ -150,7 +150,7 @@ def authorize(caller: Caller, settings: CallerSettings) -> None:
 def build_authenticator(settings: CallerSettings, *, timeout: float) -> CallerAuthenticator:
     """The authenticator for ``CALLER_AUTH``."""
     if settings.mode == "jwt":
-        from .jwt_auth import JwtAuthenticator
+        from .jwt import JwtAuthenticator
 
         return JwtAuthenticator(settings, timeout=timeout)
     if settings.mode == "easyauth":

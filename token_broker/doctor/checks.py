@@ -2,13 +2,13 @@
 
 1. Settings (App Configuration first when ``AZURE_APPCONFIG_ENDPOINT`` is set): every problem at once.
 2. The credential: the app's identity gets a token, Key Vault secrets read, the certificate parses.
-3. A Power BI token from Azure AD through the product's :class:`~token_broker.tokens.TokenService`.
+3. A Power BI token from Azure AD through the product's :class:`~token_broker.aad.tokens.TokenService`.
 4. Power BI: every allowed workspace is visible, every allowed report resolves, and a dataset with
    row-level security can get the effective identity embed tokens need.
 
 A stage runs only when the one before it passed; the stages left are listed as skipped. Everything goes
 through the product's own settings pipeline and classes (:class:`~token_broker.broker.Broker`, the app's identity,
-:class:`~token_broker.powerbi_client.PowerBIClient`), so the doctor meets exactly what the app meets, and
+:class:`~token_broker.powerbi.client.PowerBIClient`), so the doctor meets exactly what the app meets, and
 each failure carries the product's own problem ``code`` and fix.
 
 Row-level security: a dataset that requires roles while ``EMBED_RLS_ROLES`` gives none is a *failure*,
@@ -24,16 +24,16 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from .doctor import FAIL, OK, SKIP, WARN, Check, failed
-from .errors import BrokerError, ConfigurationError, CredentialError, SettingProblem
+from ..support.errors import BrokerError, ConfigurationError, CredentialError, SettingProblem
+from .cli import FAIL, OK, SKIP, WARN, Check, failed
 
 if TYPE_CHECKING:
-    from .bootstrap import Bootstrap
-    from .broker import Broker
-    from .platform_identity import AppIdentity
-    from .powerbi_client import PowerBIClient, ReportInfo
-    from .settings import Settings
-    from .tokens import AccessToken
+    from ..aad.identity import AppIdentity
+    from ..aad.tokens import AccessToken
+    from ..broker import Broker
+    from ..config.bootstrap import Bootstrap
+    from ..config.contract import Settings
+    from ..powerbi.client import PowerBIClient, ReportInfo
 
 _STAGES = ("credential", "token", "powerbi")
 
@@ -102,9 +102,9 @@ class Doctor:
     # -- 1. settings ------------------------------------------------------------------------------
 
     def _settings(self) -> Broker | None:
-        from .bootstrap import merge_store, read_bootstrap
-        from .broker import Broker
-        from .settings import SETTING_NAMES, load_settings
+        from ..broker import Broker
+        from ..config.bootstrap import merge_store, read_bootstrap
+        from ..config.contract import SETTING_NAMES, load_settings
 
         bootstrap = read_bootstrap(self.environ)  # as the app reads them: from the environment only
         if bootstrap.appconfig_endpoint and not self._app_configuration(bootstrap.appconfig_endpoint, bootstrap):
@@ -136,7 +136,7 @@ class Doctor:
         return broker
 
     def _app_configuration(self, endpoint: str, bootstrap: Bootstrap) -> bool:
-        from .app_configuration import AppConfigurationSource
+        from ..config.store import AppConfigurationSource
 
         source = AppConfigurationSource(endpoint, bootstrap)
         try:
@@ -178,7 +178,7 @@ class Doctor:
         return True
 
     def _key_vault(self, broker: Broker, setting: str, uri: str) -> bool:
-        from .credentials import build_password_source
+        from ..aad.credentials import build_password_source
 
         material: Any = None
         try:
@@ -216,7 +216,7 @@ class Doctor:
                            "and the doctor has none. To test the exchange, pass --user-token - and paste an "
                            f"access token a user got for api://{broker.settings.client_id}."))
             return None
-        from .callers import Caller
+        from ..callers.caller import Caller
 
         try:  # the app's own grant dispatch; the doctor is an unverified caller holding --user-token, if any
             token = broker.tokens.token_for(Caller(mode="doctor", bearer_token=self.user_token))
@@ -241,7 +241,7 @@ class Doctor:
             self.add(Check("powerbi", SKIP, "EMBED_ALLOWED_WORKSPACES is not set, so embed tokens are off and no "
                            "Power BI content is checked."))
             return
-        from .powerbi_client import PowerBIClient
+        from ..powerbi.client import PowerBIClient
 
         client = PowerBIClient(settings.api_url, timeout=settings.http_timeout_seconds)
         claims = unverified_claims(token.value)

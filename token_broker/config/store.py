@@ -3,7 +3,7 @@
 When ``AZURE_APPCONFIG_ENDPOINT`` is set, key-values named ``TokenBroker:<SETTING>`` (unlabeled, then
 ``AZURE_APPCONFIG_LABEL``, which wins) are loaded with Microsoft's provider library and the app's
 identity; Key Vault references among them are resolved with the same identity. App settings in the
-environment win over the store, and bootstrap settings (:mod:`token_broker.bootstrap`) are never taken
+environment win over the store, and bootstrap settings (:mod:`token_broker.config.bootstrap`) are never taken
 from it. Every ``AZURE_APPCONFIG_REFRESH_SECONDS`` the sentinel key ``TokenBroker:Sentinel`` is checked;
 when it changed, everything is reloaded and the broker rebuilt. The provider is imported only when a
 store is configured.
@@ -16,8 +16,8 @@ import threading
 import time
 from typing import Any
 
+from ..support.errors import AppConfigurationError, BrokerError
 from .bootstrap import STORE_KEY_PREFIX, Bootstrap
-from .errors import AppConfigurationError, BrokerError
 
 log = logging.getLogger(__name__)
 

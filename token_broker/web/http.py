@@ -2,7 +2,7 @@
 
 Every response carries ``Cache-Control: no-store``, ``X-Content-Type-Options: nosniff`` and the
 request id. Errors are RFC 9457 ``application/problem+json`` documents built from
-:class:`~token_broker.errors.BrokerError`.
+:class:`~token_broker.support.errors.BrokerError`.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any
 
 import azure.functions as func
 
-from .errors import BrokerError, CallerAuthenticationError, RequestError
+from ..support.errors import BrokerError, CallerAuthenticationError, RequestError
 
 MAX_BODY_BYTES = 64 * 1024
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")

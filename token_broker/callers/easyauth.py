@@ -16,9 +16,9 @@ from typing import Any
 
 import azure.functions as func
 
-from .caller_settings import CallerSettings
-from .callers import Caller, caller_from_claims
-from .errors import CallerAuthenticationError
+from ..config.callers import CallerSettings
+from ..support.errors import CallerAuthenticationError
+from .caller import Caller, caller_from_claims
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 
 Everything here comes from the caller and is treated as untrusted: ids must be GUIDs, unknown fields
 are rejected, and Power BI's documented limits are enforced before anything is sent anywhere.
-Identity (row-level security) never comes from the request: see :mod:`token_broker.embed`.
+Identity (row-level security) never comes from the request: see :mod:`token_broker.powerbi.embed`.
 """
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import RequestError
-from .setting_reader import is_guid
+from ..config.reader import is_guid
+from ..support.errors import RequestError
 
 MAX_ITEMS = 50  # GenerateToken V2: at most 50 reports, datasets and target workspaces
 MAX_LIFETIME_MINUTES = 1440

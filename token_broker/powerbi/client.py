@@ -2,7 +2,7 @@
 
 One ``requests`` session per process (connection reuse), bounded timeouts, a few retries on 429 and
 5xx that honour ``Retry-After`` up to a cap, Power BI's error JSON turned into actionable
-:class:`~token_broker.errors.PowerBIError` values that carry Power BI's ``RequestId``.
+:class:`~token_broker.support.errors.PowerBIError` values that carry Power BI's ``RequestId``.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any
 
 import requests
 
-from .errors import BrokerError, PowerBIError
+from ..support.errors import BrokerError, PowerBIError
 
 log = logging.getLogger(__name__)
 
