@@ -21,8 +21,8 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from devtools.entra import EntraEmulator
 from devtools.functions_host import HostResponse
 from tests.conftest import ALICE, API, CLIENT_ID, TENANT, Env, assert_problem
+from token_broker.callers import jwt as jwt_auth
 from token_broker.callers.caller import caller_from_claims
-from token_broker.callers.caller import jwt as jwt_auth
 from token_broker.config.callers import CallerSettings
 from token_broker.support.errors import CallerAuthenticationError
 

@@ -14,10 +14,11 @@ import hashlib
 import logging
 from typing import Any, Protocol
 
-from ..config.contract import Settings
+from ..config.credentials import CredentialSettings
+from ..config.identity import AppIdentity
 from ..support import redaction
 from ..support.errors import ConfigurationError, CredentialError, SettingProblem
-from .identity import AppIdentity
+from .identity import app_credential
 from .key_vault import KeyVaultSecret, StaticSecret
 
 log = logging.getLogger(__name__)
@@ -137,7 +138,7 @@ class ManagedIdentityAssertion:
 
     def assertion(self) -> str:
         """A managed-identity token for the token exchange audience (cached by azure-identity)."""
-        return str(self._identity.credential().get_token(self._scope).token)
+        return str(app_credential(self._identity).get_token(self._scope).token)
 
     def for_msal(self) -> dict[str, Any]:
         return {"client_assertion": self.assertion}
@@ -146,33 +147,36 @@ class ManagedIdentityAssertion:
         return False  # each assertion is fresh; nothing to re-read
 
 
-def _source(settings: Settings, value: str | None, uri: str | None, *, setting: str, uri_setting: str) -> SecretSource:
+def _source(config: CredentialSettings, value: str | None, uri: str | None, *, setting: str, uri_setting: str,
+            timeout: float) -> SecretSource:
     if uri:
-        return KeyVaultSecret(uri, setting=uri_setting, identity=settings.credentials.identity,
-                              timeout=settings.http_timeout_seconds)
+        return KeyVaultSecret(uri, setting=uri_setting, identity=config.identity, timeout=timeout)
     if value is None:
         raise ConfigurationError([SettingProblem(setting, f"{setting} is not set.")])
     return StaticSecret(value, setting=setting)
 
 
-def build_client_credential(settings: Settings) -> ClientCredential:
-    """The client credential the settings describe (validated by :func:`load_settings`)."""
-    config = settings.credentials
+def build_client_credential(config: CredentialSettings, *, timeout: float, exchange_audience: str) -> ClientCredential:
+    """The client credential ``config`` describes (validated by :func:`~token_broker.config.contract.load_settings`).
+
+    ``timeout`` bounds each Key Vault read; ``exchange_audience`` is the cloud's token exchange audience
+    (managed-identity federation).
+    """
     if config.kind == "managed_identity":
-        return ManagedIdentityAssertion(audience=settings.cloud.token_exchange_audience, identity=config.identity)
+        return ManagedIdentityAssertion(audience=exchange_audience, identity=config.identity)
     if config.kind == "certificate_uri":
         return CertificateCredential(
-            _source(settings, None, config.certificate_uri, setting="POWERBI_CLIENT_CERTIFICATE_URI",
-                    uri_setting="POWERBI_CLIENT_CERTIFICATE_URI"),
+            _source(config, None, config.certificate_uri, setting="POWERBI_CLIENT_CERTIFICATE_URI",
+                    uri_setting="POWERBI_CLIENT_CERTIFICATE_URI", timeout=timeout),
             send_x5c=config.send_x5c)
-    return ClientSecretCredential(_source(settings, config.client_secret, config.client_secret_uri,
-                                          setting="POWERBI_CLIENT_SECRET", uri_setting="POWERBI_CLIENT_SECRET_URI"))
+    return ClientSecretCredential(_source(config, config.client_secret, config.client_secret_uri,
+                                          setting="POWERBI_CLIENT_SECRET", uri_setting="POWERBI_CLIENT_SECRET_URI",
+                                          timeout=timeout))
 
 
-def build_password_source(settings: Settings) -> SecretSource | None:
+def build_password_source(config: CredentialSettings, *, grant_type: str, timeout: float) -> SecretSource | None:
     """Where the master user's password comes from (password grant only)."""
-    config = settings.credentials
-    if settings.grant_type != "password":
+    if grant_type != "password":
         return None
-    return _source(settings, config.password, config.password_uri, setting="POWERBI_PASSWORD",
-                   uri_setting="POWERBI_PASSWORD_URI")
+    return _source(config, config.password, config.password_uri, setting="POWERBI_PASSWORD",
+                   uri_setting="POWERBI_PASSWORD_URI", timeout=timeout)

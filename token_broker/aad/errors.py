@@ -13,16 +13,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import requests
-import urllib3
-
 from ..support.errors import (
     BrokerError,
     CallerAuthenticationError,
+    StaleCredentialError,
+    StalePasswordError,
     UpstreamError,
-    UpstreamTimeoutError,
     UpstreamUnavailableError,
 )
+from ..support.transport import transport_error
 
 _AADSTS = re.compile(r"AADSTS(\d{4,7})")
 #: After a 5xx or 429 from Azure AD, MSAL answers the same error from memory for the reply's Retry-After
@@ -40,6 +39,8 @@ class AadErrorRule:
     setting: str | None = None
     status: int = 502
     caller_status: int | None = None  # status when the caller's own identity caused it (on-behalf-of)
+    #: The class raised as an upstream error: the stale-credential ones tell the token service to re-read it.
+    error: type[UpstreamError] = UpstreamError
 
 
 _RULES: dict[int, AadErrorRule] = {}
@@ -54,12 +55,12 @@ _rule((7000215,), AadErrorRule(
     "aad_invalid_client_secret", "Azure AD rejected the client secret",
     "POWERBI_CLIENT_SECRET is not a valid secret of this app registration. Copy the secret's Value "
     "(not its Secret ID) from Certificates & secrets, or create a new secret.",
-    "POWERBI_CLIENT_SECRET"))
+    "POWERBI_CLIENT_SECRET", error=StaleCredentialError))
 _rule((7000222,), AadErrorRule(
     "aad_client_secret_expired", "The client secret has expired",
     "The secret in POWERBI_CLIENT_SECRET has expired. Create a new client secret for the app "
     "registration and update the setting (or the Key Vault secret it references).",
-    "POWERBI_CLIENT_SECRET"))
+    "POWERBI_CLIENT_SECRET", error=StaleCredentialError))
 _rule((700016,), AadErrorRule(
     "aad_unknown_client_id", "Azure AD does not know this application",
     "No application with the id in POWERBI_CLIENT_ID exists in tenant POWERBI_TENANT_ID. Use the "
@@ -73,7 +74,7 @@ _rule((90002, 90023), AadErrorRule(
 _rule((50126,), AadErrorRule(
     "aad_invalid_username_or_password", "Azure AD rejected the master user's credentials",
     "POWERBI_USERNAME or POWERBI_PASSWORD is wrong. Sign in once as this user in a browser to check.",
-    "POWERBI_PASSWORD"))
+    "POWERBI_PASSWORD", error=StalePasswordError))
 _rule((50034,), AadErrorRule(
     "aad_unknown_user", "Azure AD does not know the master user",
     "POWERBI_USERNAME does not exist in this tenant. Use the user's full sign-in name (UPN).",
@@ -98,7 +99,7 @@ _rule((700027, 700023, 700024), AadErrorRule(
     "aad_invalid_client_assertion", "Azure AD rejected the client assertion",
     "The certificate the broker signed with is not registered on the app registration (Certificates & "
     "secrets), or has expired. Upload the certificate named by POWERBI_CLIENT_CERTIFICATE_URI.",
-    "POWERBI_CLIENT_CERTIFICATE_URI"))
+    "POWERBI_CLIENT_CERTIFICATE_URI", error=StaleCredentialError))
 _rule((700211, 700212, 700213, 70021), AadErrorRule(
     "aad_no_matching_federated_credential", "No federated credential matches the managed identity",
     "The app registration has no federated identity credential for this managed identity. Add one with "
@@ -150,7 +151,7 @@ def from_aad_response(payload: Mapping[str, Any], *, on_behalf_of_caller: bool =
         status = rule.caller_status if (on_behalf_of_caller and rule.caller_status) else rule.status
         if status == 401:
             return CallerAuthenticationError(rule.fix, code=rule.code, title=rule.title, extensions=extensions)
-        return UpstreamError(
+        return rule.error(
             f"AADSTS{number}: {rule.fix}", code=rule.code, title=rule.title, status=status,
             setting=None if status < 500 else rule.setting, extensions=extensions,
         )
@@ -167,57 +168,28 @@ def from_aad_response(payload: Mapping[str, Any], *, on_behalf_of_caller: bool =
     )
 
 
-def _is_timeout(err: Exception) -> bool:
-    if isinstance(err, requests.Timeout):
-        return True
-    # A read timeout that urllib3 already retried (MSAL's session retries GETs once) surfaces as a
-    # ConnectionError wrapping MaxRetryError(reason=ReadTimeoutError).
-    reason = getattr(err.args[0], "reason", None) if isinstance(err, requests.ConnectionError) and err.args else None
-    # (urllib3's NewConnectionError, a refused connection, subclasses its ConnectTimeoutError.)
-    return isinstance(reason, urllib3.exceptions.TimeoutError) and not isinstance(
-        reason, urllib3.exceptions.NewConnectionError
-    )
+def from_exception(err: Exception, *, during_discovery: bool = False) -> BrokerError:
+    """Map an exception of an MSAL call to a :class:`BrokerError`, by type.
 
+    Transport failures (requests) are mapped by :func:`~token_broker.support.transport.transport_error`.
+    MSAL raises ``MsalServiceError`` for 5xx/429 replies (and replays them while throttled), and a
+    ``ValueError`` when the authority's OpenID configuration cannot be read (``during_discovery``: while the
+    MSAL application is created) or a reply is not JSON. msal is imported here only once it is loaded.
+    """
+    mapped = transport_error(err, service="Azure AD", setting="POWERBI_AUTHORITY_HOST")
+    if mapped is not None:
+        return mapped
+    from msal.exceptions import MsalServiceError
 
-def from_exception(
-    err: Exception, *, service: str = "Azure AD", setting: str = "POWERBI_AUTHORITY_HOST"
-) -> BrokerError:
-    """Map a transport failure (or MSAL's discovery ``ValueError``) to a :class:`BrokerError`."""
-    if _is_timeout(err):
-        return UpstreamTimeoutError(
-            f"{service} did not answer within the timeout (POWERBI_HTTP_TIMEOUT_SECONDS); try again.",
-            code="aad_timeout",
-        )
-    if isinstance(err, requests.exceptions.SSLError):
-        return UpstreamUnavailableError(
-            f"The TLS connection to {service} failed: the server certificate is not trusted. Check "
-            f"{setting} and any TLS-inspecting proxy in between.",
-            code="aad_tls_error", setting=setting,
-        )
-    status_match = re.search(r"HTTP Error: (\d{3})", str(err)) if type(err).__name__ == "MsalServiceError" else None
-    if status_match:  # MSAL raises MsalServiceError for 5xx replies (and replays them while throttled)
-        status = int(status_match.group(1))
-        return UpstreamUnavailableError(f"{service} answered HTTP {status}; try again shortly.",
+    if isinstance(err, MsalServiceError):
+        return UpstreamUnavailableError("Azure AD answered with an HTTP error status; try again shortly.",
                                         retry_after=MSAL_REPLAY_SECONDS)
-    if isinstance(err, requests.HTTPError):
-        status = err.response.status_code if err.response is not None else 0
-        return UpstreamUnavailableError(f"{service} answered HTTP {status}; try again shortly.")
-    if isinstance(err, requests.RequestException):
-        return UpstreamUnavailableError(
-            f"{service} could not be reached; check {setting} and the network path from the function app.",
-            code="aad_unreachable", setting=setting,
+    if isinstance(err, ValueError) and during_discovery:
+        return UpstreamError(
+            "The authority's OpenID configuration could not be read: POWERBI_TENANT_ID names no tenant, or "
+            "POWERBI_AUTHORITY_HOST is another cloud's host. Use the Tenant ID from Entra ID > Overview.",
+            code="aad_unknown_tenant", setting="POWERBI_TENANT_ID",
         )
     if isinstance(err, ValueError):
-        # MSAL's tenant discovery raises ValueError with Azure AD's JSON (e.g. AADSTS90002) in the text.
-        text = str(err)
-        codes = [int(n) for n in _AADSTS.findall(text)]
-        if codes:
-            return from_aad_response({"error_codes": codes})
-        if "OIDC Discovery" in text or "authority configuration" in text:
-            return UpstreamError(
-                "The authority's OpenID configuration could not be read: check POWERBI_AUTHORITY_HOST and "
-                "POWERBI_TENANT_ID.", code="aad_unknown_tenant", setting="POWERBI_TENANT_ID",
-            )
-        return UpstreamError(f"{service} sent a response that could not be read; try again.",
-                             code="aad_bad_response")
+        return UpstreamError("Azure AD sent a response that could not be read; try again.", code="aad_bad_response")
     raise err

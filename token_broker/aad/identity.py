@@ -2,7 +2,8 @@
 
 On App Service / Azure Functions the platform exposes the managed identity endpoint
 (``IDENTITY_ENDPOINT``); ``AZURE_CLIENT_ID`` selects a user-assigned identity. Both are bootstrap
-settings (:mod:`token_broker.config.bootstrap`), handed over as an :class:`AppIdentity`. Elsewhere (a developer's
+settings (:mod:`token_broker.config.bootstrap`), handed over as an
+:class:`~token_broker.config.identity.AppIdentity`. Elsewhere (a developer's
 machine) the Azure CLI login is used, so no secret is needed on disk. azure-identity is imported only
 here and only when a configuration needs it: it costs a few hundred milliseconds of cold start.
 """
@@ -11,10 +12,10 @@ from __future__ import annotations
 
 import logging
 import threading
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ..support.errors import KeyVaultError
+from ..config.identity import AppIdentity
+from ..support.errors import ManagedIdentityUnavailableError
 
 if TYPE_CHECKING:
     from azure.core.credentials import TokenCredential
@@ -24,46 +25,28 @@ _lock = threading.Lock()
 _credentials: dict[tuple[str | None, bool], TokenCredential] = {}
 
 
-@dataclass(frozen=True)
-class AppIdentity:
-    """Which identity the app uses for Azure resources: built from the bootstrap settings, never read here.
+def app_credential(identity: AppIdentity) -> TokenCredential:
+    """The managed identity, or the Azure CLI login off Azure; one per identity per process.
 
-    ``client_id`` is ``AZURE_CLIENT_ID`` (a user-assigned identity; None: the system-assigned one);
-    ``on_managed_identity_host`` is True where the platform exposes ``IDENTITY_ENDPOINT``.
+    Sharing one credential per identity shares azure-identity's token cache.
     """
+    key = (identity.client_id, identity.on_managed_identity_host)
+    with _lock:
+        credential = _credentials.get(key)
+        if credential is None:
+            if identity.on_managed_identity_host:
+                from azure.identity import ManagedIdentityCredential
 
-    client_id: str | None = None
-    on_managed_identity_host: bool = False
+                # Few retries: a caller is waiting, and the endpoint is local to the instance.
+                inner: Any = ManagedIdentityCredential(client_id=identity.client_id, retry_total=2,
+                                                       retry_backoff_max=1)
+            else:
+                from azure.identity import AzureCliCredential
 
-    def credential(self) -> TokenCredential:
-        """The managed identity, or the Azure CLI login off Azure; one per identity per process.
-
-        Sharing one credential per identity shares azure-identity's token cache.
-        """
-        key = (self.client_id, self.on_managed_identity_host)
-        with _lock:
-            credential = _credentials.get(key)
-            if credential is None:
-                if self.on_managed_identity_host:
-                    from azure.identity import ManagedIdentityCredential
-
-                    # Few retries: a caller is waiting, and the endpoint is local to the instance.
-                    inner: Any = ManagedIdentityCredential(client_id=self.client_id, retry_total=2,
-                                                           retry_backoff_max=1)
-                else:
-                    from azure.identity import AzureCliCredential
-
-                    inner = AzureCliCredential(process_timeout=20)
-                credential = _NamedFailures(inner, self)
-                _credentials[key] = credential
-            return credential
-
-    def describe(self) -> str:
-        """Which identity :meth:`credential` uses, for messages."""
-        if self.on_managed_identity_host:
-            return (f"the user-assigned managed identity {self.client_id}" if self.client_id
-                    else "the system-assigned identity")
-        return "the Azure CLI login (az login)"
+                inner = AzureCliCredential(process_timeout=20)
+            credential = _NamedFailures(inner, identity)
+            _credentials[key] = credential
+        return credential
 
 
 class _NamedFailures:
@@ -77,12 +60,12 @@ class _NamedFailures:
         self._inner = inner
         self._identity = identity
 
-    def _fail(self, err: Exception) -> KeyVaultError:
+    def _fail(self, err: Exception) -> ManagedIdentityUnavailableError:
         log.warning("No token from %s: %s", self._identity.describe(), type(err).__name__)
-        return KeyVaultError(
+        return ManagedIdentityUnavailableError(
             f"No token could be obtained as {self._identity.describe()}. On Azure, check that the function app "
             "has that identity assigned and that AZURE_CLIENT_ID is its client ID; locally, run 'az login'.",
-            code="managed_identity_unavailable", setting="AZURE_CLIENT_ID", title="The app's identity is unavailable")
+            setting="AZURE_CLIENT_ID")
 
     def get_token(self, *scopes: str, **kwargs: Any) -> Any:
         from azure.core.exceptions import AzureError

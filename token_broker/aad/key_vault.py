@@ -11,9 +11,10 @@ import logging
 import threading
 from urllib.parse import urlsplit
 
+from ..config.identity import AppIdentity
 from ..support import redaction
 from ..support.errors import KeyVaultError
-from .identity import AppIdentity
+from .identity import app_credential
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +86,7 @@ class KeyVaultSecret:
         )
         from azure.keyvault.secrets import SecretClient
 
-        credential = self._identity.credential()
+        credential = app_credential(self._identity)
         # Bounded: two retries, short back-off and timeouts, so a caller never waits minutes on a vault.
         client = SecretClient(self._vault_url, credential, retry_total=2, retry_backoff_max=2,
                               connection_timeout=self._timeout, read_timeout=self._timeout)

@@ -20,9 +20,16 @@ from typing import TYPE_CHECKING, Any
 import requests
 
 from ..callers.caller import Caller
-from ..config.contract import Settings
+from ..config.contract import TokenSettings
 from ..support.cache import RefreshingCache
-from ..support.errors import BrokerError, CallerAuthenticationError, ConfigurationError, SettingProblem
+from ..support.errors import (
+    CallerAuthenticationError,
+    CallerTokenMissingError,
+    ConfigurationError,
+    SettingProblem,
+    StaleCredentialError,
+    StalePasswordError,
+)
 from . import errors as aad_errors
 from .credentials import ClientCredential, SecretSource
 
@@ -32,9 +39,6 @@ if TYPE_CHECKING:  # msal is imported on first use: /api/health and config error
 log = logging.getLogger(__name__)
 
 _APP_KEY = "service-principal"
-#: Azure AD codes meaning "the credential you sent is no longer good": re-read it once and retry.
-_STALE_CREDENTIAL_CODES = frozenset({"aad_invalid_client_secret", "aad_client_secret_expired",
-                                     "aad_invalid_client_assertion"})  # a certificate renewed in Key Vault
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,7 +86,7 @@ class TokenService:
 
     def __init__(
         self,
-        settings: Settings,
+        settings: TokenSettings,
         credential: ClientCredential,
         *,
         password: SecretSource | None = None,
@@ -170,9 +174,9 @@ class TokenService:
     def _assertion(caller: Caller) -> tuple[str, str]:
         assertion, principal = caller.bearer_token, caller.principal
         if assertion is None or principal is None:
-            raise CallerAuthenticationError(
+            raise CallerTokenMissingError(
                 "POWERBI_GRANT_TYPE=on_behalf_of needs the signed-in user's access token for this API in "
-                "'Authorization: Bearer <token>'.", code="caller_token_missing")
+                "'Authorization: Bearer <token>'.")
         return assertion, principal
 
     def service_principal_token(self, *, min_remaining: float = 0.0) -> AccessToken:
@@ -194,11 +198,6 @@ class TokenService:
             min_remaining=min_remaining,
         )
 
-    @property
-    def cached_user_tokens(self) -> int:
-        """How many user tokens are in memory (bounded by POWERBI_USER_TOKEN_CACHE_MAX_ENTRIES)."""
-        return len(self._user_tokens)
-
     def _rotating(self, fetch: Callable[[], AccessToken]) -> AccessToken:
         """Run ``fetch``; if Azure AD rejects a credential that its source has since replaced, retry once.
 
@@ -208,22 +207,22 @@ class TokenService:
         generation = self._credential_generation
         try:
             return fetch()
-        except BrokerError as err:
-            if not self._replaced_since(generation, err.code):
+        except (StaleCredentialError, StalePasswordError) as err:
+            if not self._replaced_since(generation, err):
                 raise
             log.warning("Azure AD rejected the credential (%s); retrying with the value re-read", err.code)
             return fetch()
 
-    def _replaced_since(self, generation: int, code: str) -> bool:
-        """Whether the credential Azure AD rejected with ``code`` has a new value since ``generation``.
+    def _replaced_since(self, generation: int, err: StaleCredentialError | StalePasswordError) -> bool:
+        """Whether the credential Azure AD rejected with ``err`` has a new value since ``generation``.
 
         Fetches of different keys (per-user tokens) run concurrently and all fail on the old value; the
         first one re-reads the source, the others must retry with what it read rather than re-read (they
         would find it "unchanged" and give up).
         """
-        if code in _STALE_CREDENTIAL_CODES:
+        if isinstance(err, StaleCredentialError):  # a secret rotated, a certificate renewed in Key Vault
             source: ClientCredential | SecretSource = self._credential
-        elif code == "aad_invalid_username_or_password" and self._password is not None:
+        elif self._password is not None:
             source = self._password
         else:
             return False
@@ -267,7 +266,7 @@ class TokenService:
                 app_name="powerbi-token-broker",
             )
         except (requests.RequestException, ValueError, MsalServiceError) as err:  # discovery may answer 5xx
-            raise aad_errors.from_exception(err) from err
+            raise aad_errors.from_exception(err, during_discovery=True) from err
 
     # -- fetches (run by one thread at a time per cache key) ----------------------------------------
 

@@ -1,27 +1,17 @@
-"""Who is calling: caller authentication modes, each producing a verified :class:`Caller`, and authorization.
+"""Who is calling: the verified :class:`Caller` value and the :class:`CallerAuthenticator` protocol.
 
-Handlers receive a :class:`Caller` and never read identity from a request body or query string.
-``CALLER_AUTH`` has no default: unset, the token endpoints fail closed with ``503``. The ``jwt`` and
-``easyauth`` modes live in their own modules, imported only when configured.
+Handlers receive a :class:`Caller` and never read identity from a request body or query string. Each
+``CALLER_AUTH`` mode is an authenticator that takes the request's headers (a case-insensitive mapping,
+as ``func.HttpRequest.headers`` is) and returns a :class:`Caller`; :mod:`.modes` picks one.
 """
 
 from __future__ import annotations
 
 import hashlib
-import logging
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
-
-import azure.functions as func
-
-from ..config.callers import CallerSettings
-from ..support.errors import CallerAuthNotConfiguredError, CallerForbiddenError
-from ..web.http import bearer_token
-from .client_ip import client_key
-
-log = logging.getLogger(__name__)
 
 #: Caller modes whose identity is verified (by signature, or by the platform).
 VERIFIED_MODES = frozenset({"jwt", "easyauth"})
@@ -83,85 +73,8 @@ class CallerAuthenticator(Protocol):
 
     mode: str
 
-    def authenticate(self, req: func.HttpRequest) -> Caller: ...
+    def authenticate(self, headers: Mapping[str, str]) -> Caller: ...
 
-
-class NotConfiguredAuthenticator:
-    """``CALLER_AUTH`` unset: refuse every token request (fail closed)."""
-
-    mode = "unset"
-
-    def authenticate(self, req: func.HttpRequest) -> Caller:  # noqa: ARG002 - the protocol's signature
-        raise CallerAuthNotConfiguredError(
-            "CALLER_AUTH is not set, so no caller can be authenticated and no token is issued. Set "
-            "CALLER_AUTH to jwt (recommended for single-page apps), easyauth or function_key; or to "
-            "anonymous to let anyone who can reach the function get a token.",
-            setting="CALLER_AUTH",
-        )
-
-
-class AnonymousAuthenticator:
-    """``CALLER_AUTH=anonymous``: everyone who can reach the function is a caller. An explicit opt-in."""
-
-    mode = "anonymous"
-
-    def __init__(self, *, trusted_proxy_hops: int = 0) -> None:
-        self._hops = trusted_proxy_hops
-
-    def authenticate(self, req: func.HttpRequest) -> Caller:
-        # The bearer token, if any, is passed on unverified: only the on-behalf-of grant uses it, and
-        # Azure AD verifies it there.
-        return Caller(mode=self.mode, subject=_platform_client_key(req, self._hops), bearer_token=bearer_token(req))
-
-
-class FunctionKeyAuthenticator:
-    """``CALLER_AUTH=function_key``: the Functions host checked the key (auth level FUNCTION) before us."""
-
-    mode = "function_key"
-
-    def __init__(self, *, trusted_proxy_hops: int = 0) -> None:
-        self._hops = trusted_proxy_hops
-
-    def authenticate(self, req: func.HttpRequest) -> Caller:
-        return Caller(mode=self.mode, subject=_platform_client_key(req, self._hops))
-
-
-def _platform_client_key(req: func.HttpRequest, trusted_proxy_hops: int) -> str:
-    # The client address (IPv6: its /64) as App Service's front end saw it, or one shared "unknown";
-    # see client_ip for which X-Forwarded-For entry is trusted.
-    forwarded = req.headers.get("x-forwarded-for")
-    return client_key(str(forwarded) if forwarded else None, trusted_proxy_hops=trusted_proxy_hops)
-
-
-def authorize(caller: Caller, settings: CallerSettings) -> None:
-    """Raise :class:`CallerForbiddenError` unless the caller has one of the required roles and scopes."""
-    if settings.required_roles and not caller.roles & set(settings.required_roles):
-        raise CallerForbiddenError(
-            "Your account does not have an app role that allows this. Ask an administrator to assign you "
-            "one of the roles this API requires.", code="caller_missing_role",
-        )
-    if settings.required_scopes and not caller.scopes & set(settings.required_scopes):
-        raise CallerForbiddenError(
-            "The token was not issued with a scope that allows this; request one of the scopes this API "
-            "requires when signing in.", code="caller_missing_scope",
-        )
-
-
-def build_authenticator(settings: CallerSettings, *, timeout: float) -> CallerAuthenticator:
-    """The authenticator for ``CALLER_AUTH``."""
-    if settings.mode == "jwt":
-        from .jwt import JwtAuthenticator
-
-        return JwtAuthenticator(settings, timeout=timeout)
-    if settings.mode == "easyauth":
-        from .easyauth import EasyAuthAuthenticator
-
-        return EasyAuthAuthenticator(settings)
-    if settings.mode == "function_key":
-        return FunctionKeyAuthenticator(trusted_proxy_hops=settings.trusted_proxy_hops)
-    if settings.mode == "anonymous":  # a warning of the settings, logged and on /api/health
-        return AnonymousAuthenticator(trusted_proxy_hops=settings.trusted_proxy_hops)
-    return NotConfiguredAuthenticator()
 
 
 def _string(value: Any) -> str | None:

@@ -12,9 +12,8 @@ import base64
 import binascii
 import json
 import logging
+from collections.abc import Mapping
 from typing import Any
-
-import azure.functions as func
 
 from ..config.callers import CallerSettings
 from ..support.errors import CallerAuthenticationError
@@ -77,8 +76,8 @@ class EasyAuthAuthenticator:
     def __init__(self, settings: CallerSettings) -> None:
         self._username_claim = settings.username_claim
 
-    def authenticate(self, req: func.HttpRequest) -> Caller:
-        header = req.headers.get("x-ms-client-principal")
+    def authenticate(self, headers: Mapping[str, str]) -> Caller:
+        header = headers.get("x-ms-client-principal")
         if not header:
             raise _unauthenticated("no X-MS-CLIENT-PRINCIPAL header (the request was not authenticated)")
         claims = parse_client_principal(str(header))

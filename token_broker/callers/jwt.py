@@ -14,20 +14,24 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
-import threading
 import time
-from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any
 
-import azure.functions as func
 import jwt
 import requests
 
-from ..aad import errors as aad_errors
 from ..config.callers import CallerSettings
-from ..support.errors import CallerAuthenticationError, ConfigurationError, SettingProblem, UpstreamUnavailableError
-from ..web.http import bearer_token
+from ..support.bounded import BoundedMap
+from ..support.errors import (
+    CallerAuthenticationError,
+    CallerTokenMissingError,
+    ConfigurationError,
+    IssuerUnavailableError,
+    SettingProblem,
+)
+from ..support.transport import transport_error
+from .bearer import bearer_token
 from .caller import Caller, caller_from_claims
 from .signing_keys import SigningKeys
 
@@ -63,8 +67,7 @@ class JwtAuthenticator:
                                 refresh_cooldown=settings.jwt_jwks_refresh_cooldown_seconds)
         # Verified claims by token SHA-256, tagged with the key generation read before they were checked:
         # a key withdrawn or replaced since makes the entry stale.
-        self._verified: OrderedDict[bytes, tuple[dict[str, Any], int]] = OrderedDict()
-        self._verified_lock = threading.Lock()
+        self._verified: BoundedMap[bytes, tuple[dict[str, Any], int]] = BoundedMap(VERIFIED_TOKENS_MAX_ENTRIES)
 
     def _locate_jwks(self) -> str:
         if self._settings.jwt_jwks_uri:
@@ -75,17 +78,18 @@ class JwtAuthenticator:
             response.raise_for_status()
             document = response.json()
         except (requests.RequestException, ValueError) as err:
-            mapped = aad_errors.from_exception(err, service="The caller token issuer", setting="CALLER_JWT_ISSUER")
-            raise UpstreamUnavailableError(
-                f"The discovery document {url} could not be read ({mapped.code}); check CALLER_JWT_ISSUER or set "
-                "CALLER_JWT_JWKS_URI.", code="caller_keys_unavailable", setting="CALLER_JWT_ISSUER") from err
+            mapped = transport_error(err, service="The caller token issuer", setting="CALLER_JWT_ISSUER")
+            cause = mapped.code if mapped is not None else "aad_bad_response"  # (a ValueError: not JSON)
+            raise IssuerUnavailableError(
+                f"The discovery document {url} could not be read ({cause}); check CALLER_JWT_ISSUER or set "
+                "CALLER_JWT_JWKS_URI.", setting="CALLER_JWT_ISSUER") from err
         if not isinstance(document, dict):
             document = {}
         if document.get("issuer") != self._issuer or not isinstance(document.get("jwks_uri"), str):
-            raise UpstreamUnavailableError(
+            raise IssuerUnavailableError(
                 f"The discovery document at {url} names issuer {str(document.get('issuer'))[:100]!r}, not "
                 "CALLER_JWT_ISSUER; set CALLER_JWT_ISSUER to the tokens' exact iss value.",
-                code="caller_keys_unavailable", setting="CALLER_JWT_ISSUER")
+                setting="CALLER_JWT_ISSUER")
         return str(document["jwks_uri"])
 
     def verify(self, token: str) -> Mapping[str, Any]:
@@ -103,10 +107,7 @@ class JwtAuthenticator:
         if cached is not None and cached[1] == generation:
             return self._still_valid(cached[0])
         claims = self._verify_signature_and_claims(token)
-        with self._verified_lock:
-            self._verified[digest] = (claims, generation)
-            while len(self._verified) > VERIFIED_TOKENS_MAX_ENTRIES:
-                self._verified.popitem(last=False)
+        self._verified.put(digest, (claims, generation))
         return claims
 
     def _still_valid(self, claims: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -151,13 +152,11 @@ class JwtAuthenticator:
             raise _rejected("neither scp nor roles: not an access token for an API (an ID token?)")
         return claims
 
-    def authenticate(self, req: func.HttpRequest) -> Caller:
-        token = bearer_token(req)
+    def authenticate(self, headers: Mapping[str, str]) -> Caller:
+        token = bearer_token(headers)
         if token is None:
-            raise CallerAuthenticationError(
-                "Send the signed-in user's access token for this API as 'Authorization: Bearer <token>'.",
-                code="caller_token_missing",
-            )
+            raise CallerTokenMissingError(
+                "Send the signed-in user's access token for this API as 'Authorization: Bearer <token>'.")
         claims = self.verify(token)
         return caller_from_claims(claims, mode=self.mode, username_claim=self._settings.username_claim,
                                   bearer=token)

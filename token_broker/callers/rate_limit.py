@@ -12,9 +12,9 @@ from __future__ import annotations
 import math
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 
+from ..support.bounded import BoundedMap
 from ..support.errors import RateLimitedError
 
 
@@ -24,9 +24,8 @@ class RateLimiter:
     def __init__(self, per_minute: int, *, max_callers: int, clock: Callable[[], float] = time.monotonic) -> None:
         self._capacity = float(per_minute)
         self._refill_per_second = per_minute / 60.0
-        self._max_callers = max_callers
         self._clock = clock
-        self._buckets: OrderedDict[str, list[float]] = OrderedDict()  # key -> [tokens, updated at]
+        self._buckets: BoundedMap[str, list[float]] = BoundedMap(max_callers)  # key -> [tokens, updated at]
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
@@ -38,11 +37,10 @@ class RateLimiter:
         with self._lock:
             bucket = self._buckets.get(caller_key)
             if bucket is None:
-                bucket = self._buckets[caller_key] = [self._capacity, now]
-                if len(self._buckets) > self._max_callers:
-                    self._buckets.popitem(last=False)
+                bucket = [self._capacity, now]
+                self._buckets.put(caller_key, bucket)
             else:
-                self._buckets.move_to_end(caller_key)
+                self._buckets.touch(caller_key)
                 bucket[0] = min(self._capacity, bucket[0] + (now - bucket[1]) * self._refill_per_second)
                 bucket[1] = now
             if bucket[0] >= 1.0:

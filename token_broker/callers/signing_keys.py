@@ -27,7 +27,7 @@ from collections.abc import Callable
 import jwt
 import requests
 
-from ..support.errors import BrokerError, UpstreamUnavailableError
+from ..support.errors import BrokerError, IssuerUnavailableError
 
 log = logging.getLogger(__name__)
 
@@ -64,13 +64,11 @@ class SigningKeys:
         self._last_error: BrokerError | None = None
         #: Changes when a key is withdrawn or replaced; compare before and after using the keys.
         self.generation = 0
-        #: Network fetches attempted (successful or not).
-        self.fetches = 0
 
     def get(self, kid: str) -> jwt.PyJWK | None:
         """The key with id ``kid``, None when the issuer has no such key.
 
-        Raises :class:`UpstreamUnavailableError` (``caller_keys_unavailable``) when no keys can be had.
+        Raises :class:`IssuerUnavailableError` (``caller_keys_unavailable``) when no keys can be had.
         """
         fetched_at = self._fetched_at
         if fetched_at is None:
@@ -129,7 +127,7 @@ class SigningKeys:
         except BaseException:  # never leave waiters hanging, whatever happened
             with self._lock:
                 self._flight = None
-            flight.error = UpstreamUnavailableError("Fetching the signing keys failed.", code="caller_keys_unavailable")
+            flight.error = IssuerUnavailableError("Fetching the signing keys failed.")
             flight.done.set()
             raise
         with self._lock:
@@ -144,7 +142,6 @@ class SigningKeys:
         log.info("Fetched %d caller token signing keys (%d withdrawn or replaced)", len(keys), len(withdrawn))
 
     def _fetch(self) -> tuple[dict[str, jwt.PyJWK], dict[str, str]]:
-        self.fetches += 1
         if self._jwks_uri is None:
             self._jwks_uri = self._locate_jwks()
         try:
@@ -155,10 +152,10 @@ class SigningKeys:
                 raise ValueError("the JWKS is not a JSON object")
             key_set = jwt.PyJWKSet.from_dict(document)
         except (requests.RequestException, ValueError, TypeError, jwt.PyJWTError) as err:
-            raise UpstreamUnavailableError(
+            raise IssuerUnavailableError(
                 "The signing keys of CALLER_JWT_ISSUER could not be fetched, so no caller can be verified. "
                 "Check CALLER_JWT_ISSUER / CALLER_JWT_JWKS_URI and the network path.",
-                code="caller_keys_unavailable", setting="CALLER_JWT_JWKS_URI",
+                setting="CALLER_JWT_JWKS_URI",
             ) from err
         keys = {key.key_id: key for key in key_set.keys if key.key_id}
         published = {str(jwk.get("kid")): jwk for jwk in document.get("keys", []) if isinstance(jwk, dict)}
@@ -166,11 +163,11 @@ class SigningKeys:
         return keys, fingerprints
 
     @staticmethod
-    def _unavailable(cause: BrokerError | None, *, retry_after: float) -> UpstreamUnavailableError:
+    def _unavailable(cause: BrokerError | None, *, retry_after: float) -> IssuerUnavailableError:
         """A fresh error for this request (an exception instance is never raised in two threads)."""
         seconds = max(1, math.ceil(retry_after))
         if cause is None:
-            return UpstreamUnavailableError(
+            return IssuerUnavailableError(
                 "The signing keys of CALLER_JWT_ISSUER are being fetched and did not arrive in time; retry shortly.",
-                code="caller_keys_unavailable", setting="CALLER_JWT_JWKS_URI", retry_after=seconds)
-        return UpstreamUnavailableError(cause.detail, code=cause.code, setting=cause.setting, retry_after=seconds)
+                setting="CALLER_JWT_JWKS_URI", retry_after=seconds)
+        return IssuerUnavailableError(cause.detail, code=cause.code, setting=cause.setting, retry_after=seconds)

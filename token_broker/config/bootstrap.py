@@ -15,8 +15,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from ..aad.identity import AppIdentity
 from ..support.errors import SettingProblem
+from .identity import AppIdentity
 from .reader import SettingReader, SettingSpec, is_guid
 
 CALLER_AUTH_MODES = ("anonymous", "jwt", "easyauth", "function_key")
@@ -38,11 +38,6 @@ BOOTSTRAP_SETTINGS: tuple[SettingSpec, ...] = (
 BOOTSTRAP_NAMES = frozenset(spec.name for spec in BOOTSTRAP_SETTINGS)
 #: App Configuration key-values are named ``TokenBroker:<SETTING>``.
 STORE_KEY_PREFIX = "TokenBroker:"
-
-#: Environment variables the platform sets; read here, never configured by you.
-PLATFORM_VARIABLES = ("WEBSITE_SITE_NAME", "WEBSITE_INSTANCE_ID", "WEBSITE_AUTH_ENABLED", "IDENTITY_ENDPOINT",
-                      "IDENTITY_HEADER", "MSI_ENDPOINT")
-
 
 @dataclass(frozen=True)
 class Platform:

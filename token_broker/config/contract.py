@@ -55,6 +55,20 @@ _DOMAIN = re.compile(r"^(?=.{4,253}$)([a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])
 
 
 @dataclass(frozen=True)
+class TokenSettings:
+    """What the token service reads: the app registration, the grant, the authority, timing and bounds."""
+
+    client_id: str
+    authority: str
+    scope: str
+    grant_type: str
+    username: str | None
+    http_timeout_seconds: float
+    token_refresh_margin_seconds: int
+    user_token_cache_max_entries: int
+
+
+@dataclass(frozen=True)
 class Settings:
     """Validated settings. Secrets are excluded from ``repr`` so that they never reach a log line."""
 
@@ -79,6 +93,13 @@ class Settings:
     def authority(self) -> str:
         """The MSAL authority URL for the tenant."""
         return f"{self.authority_host}/{self.tenant_id}"
+
+    @property
+    def tokens(self) -> TokenSettings:
+        """The part of the settings the token service uses."""
+        return TokenSettings(self.client_id, self.authority, self.scope, self.grant_type, self.username,
+                             self.http_timeout_seconds, self.token_refresh_margin_seconds,
+                             self.user_token_cache_max_entries)
 
     @property
     def caller_auth(self) -> str | None:

@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-from ..aad.identity import AppIdentity
+from .identity import AppIdentity
 from .reader import SettingReader, SettingSpec
 
 CREDENTIAL_SETTINGS: tuple[SettingSpec, ...] = (

@@ -14,10 +14,14 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from ..support.errors import AppConfigurationError, BrokerError
 from .bootstrap import STORE_KEY_PREFIX, Bootstrap
+
+if TYPE_CHECKING:
+    from azure.core.credentials import TokenCredential
 
 log = logging.getLogger(__name__)
 
@@ -29,10 +33,11 @@ RETRY_AFTER_FAILURE_SECONDS = 30.0
 class AppConfigurationSource:
     """The store's settings, loaded once and refreshed through the sentinel key."""
 
-    def __init__(self, endpoint: str, bootstrap: Bootstrap) -> None:
+    def __init__(self, endpoint: str, bootstrap: Bootstrap, *, credential: Callable[[], TokenCredential]) -> None:
         self.endpoint = endpoint.rstrip("/")
         self._label = bootstrap.appconfig_label
         self._identity = bootstrap.app_identity
+        self._credential = credential  # the app's identity, made on first load (azure-identity is imported then)
         self._interval = float(bootstrap.appconfig_refresh_seconds)
         self._provider: Any = None
         self._changed = False
@@ -73,7 +78,7 @@ class AppConfigurationSource:
             raise self._error()
         from azure.appconfiguration.provider import SettingSelector, WatchKey, load
 
-        credential = self._identity.credential()
+        credential = self._credential()
         selects = [SettingSelector(key_filter=KEY_PREFIX + "*")]
         if self._label:
             selects.append(SettingSelector(key_filter=KEY_PREFIX + "*", label_filter=self._label))

@@ -24,15 +24,22 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from ..support.errors import BrokerError, ConfigurationError, CredentialError, SettingProblem
-from .cli import FAIL, OK, SKIP, WARN, Check, failed
+from ..support.errors import (
+    BrokerError,
+    ConfigurationError,
+    CredentialError,
+    PowerBINotAuthorizedError,
+    PowerBINotFoundError,
+    SettingProblem,
+)
+from .check import FAIL, OK, SKIP, WARN, Check, failed
 
 if TYPE_CHECKING:
-    from ..aad.identity import AppIdentity
     from ..aad.tokens import AccessToken
     from ..broker import Broker
     from ..config.bootstrap import Bootstrap
     from ..config.contract import Settings
+    from ..config.identity import AppIdentity
     from ..powerbi.client import PowerBIClient, ReportInfo
 
 _STAGES = ("credential", "token", "powerbi")
@@ -136,9 +143,11 @@ class Doctor:
         return broker
 
     def _app_configuration(self, endpoint: str, bootstrap: Bootstrap) -> bool:
+        from ..aad.identity import app_credential
         from ..config.store import AppConfigurationSource
 
-        source = AppConfigurationSource(endpoint, bootstrap)
+        identity = bootstrap.app_identity
+        source = AppConfigurationSource(endpoint, bootstrap, credential=lambda: app_credential(identity))
         try:
             self._store = source.values()
         except BrokerError as err:
@@ -166,9 +175,11 @@ class Doctor:
         return all(self._key_vault(broker, setting, uri) for setting, uri in uris)
 
     def _identity(self, identity: AppIdentity, scope: str) -> bool:
+        from ..aad.identity import app_credential
+
         who = identity.describe()
         try:
-            token = identity.credential().get_token(scope)
+            token = app_credential(identity).get_token(scope)
         except BrokerError as err:
             self.add(failed("identity", err))
             return False
@@ -183,7 +194,9 @@ class Doctor:
         material: Any = None
         try:
             if setting == "POWERBI_PASSWORD_URI":
-                source = build_password_source(broker.settings)
+                settings = broker.settings
+                source = build_password_source(settings.credentials, grant_type=settings.grant_type,
+                                               timeout=settings.http_timeout_seconds)
                 if source is not None:  # a password URI is only accepted with the password grant
                     source.get()
             else:
@@ -253,7 +266,7 @@ class Doctor:
             try:
                 workspace = client.get_workspace(token.value, workspace_id)
             except BrokerError as err:
-                self.add(failed(check, err, hint=who if err.code == "powerbi_not_authorized" else ""))
+                self.add(failed(check, err, hint=who if isinstance(err, PowerBINotAuthorizedError) else ""))
                 continue
             visible[workspace_id] = workspace.name
             if workspace.on_dedicated_capacity:
@@ -287,12 +300,12 @@ class Doctor:
         for workspace_id, name in visible.items():
             try:
                 report = client.get_report(access, workspace_id, report_id)
-            except BrokerError as err:
-                if err.code != "powerbi_not_found":
-                    self.add(failed(check, err))
-                    return None
+            except PowerBINotFoundError as err:
                 not_found = err
                 continue
+            except BrokerError as err:
+                self.add(failed(check, err))
+                return None
             self.add(Check(check, OK, f"'{report.name}' in workspace '{name}', dataset {report.dataset_id}"))
             return report
         if hidden:

@@ -20,12 +20,10 @@ import os
 import sys
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal, TextIO
+from typing import TextIO
 
-if TYPE_CHECKING:
-    from ..support.errors import BrokerError
+from .check import FAIL, WARN, Check
 
 PROG = "python -m token_broker doctor"
 SYMBOLS = {"pass": "✓", "fail": "✗", "warn": "!", "skip": "–"}
@@ -43,35 +41,6 @@ checks, in order (a stage runs only when the one before it passed):
 statuses: ✓ pass, ! warning, ✗ failure (with the fix), – skipped.
 exit code: 0 when nothing failed (warnings allowed), 1 when a check failed, 2 for a usage error.
 No secret or token is ever printed."""
-
-Status = Literal["pass", "fail", "warn", "skip"]
-OK: Status = "pass"  # named OK: a constant named PASS reads as a password to the linter
-FAIL: Status = "fail"
-WARN: Status = "warn"
-SKIP: Status = "skip"
-_EXTENSION_IDS = (("aadTraceId", "Azure AD trace id"), ("powerBiRequestId", "Power BI request id"))
-
-
-@dataclass(frozen=True)
-class Check:
-    """One line of the checklist: ``fix`` says what to change (always set for a failure)."""
-
-    check: str
-    status: Status
-    detail: str
-    fix: str | None = None
-    code: str | None = None
-
-    def as_dict(self) -> dict[str, str | None]:
-        return asdict(self)
-
-
-def failed(check: str, err: BrokerError, *, hint: str = "") -> Check:
-    """A failure from one of the product's errors: its title, its support ids, its detail as the fix."""
-    ids = [f"{label} {err.extensions[key]}" for key, label in _EXTENSION_IDS if key in err.extensions]
-    detail = err.title + (f" ({'; '.join(ids)})" if ids else "")
-    return Check(check, FAIL, detail, err.detail + hint, err.code)
-
 
 def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     """The doctor's command line."""

@@ -16,7 +16,21 @@ from typing import Any
 
 import requests
 
-from ..support.errors import BrokerError, PowerBIError
+from ..support.errors import (
+    PowerBIBadRequestError,
+    PowerBIBadResponseError,
+    PowerBIEffectiveIdentityError,
+    PowerBIEmbedQuotaExceededError,
+    PowerBIError,
+    PowerBIForbiddenError,
+    PowerBINotAuthorizedError,
+    PowerBINotFoundError,
+    PowerBIThrottledError,
+    PowerBITimeoutError,
+    PowerBITokenExpired,
+    PowerBIUnavailableError,
+    PowerBIUnreachableError,
+)
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +96,6 @@ class PowerBIClient:
         self._session = requests.Session()
         adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=32)
         self._session.mount("https://", adapter)
-        self.calls = 0
 
     def get_workspace(self, access_token: str, workspace_id: str) -> WorkspaceInfo:
         """Get Group: the workspace, if the principal is a member of it (Power BI answers 401 otherwise)."""
@@ -116,30 +129,27 @@ class PowerBIClient:
             expires_on = parse_expiration(str(data["expiration"]))
             return EmbedToken(str(data["token"]), str(data.get("tokenId", "")), expires_on)
         except (KeyError, ValueError) as err:
-            raise PowerBIError("Power BI's GenerateToken answer has no token or expiration.",
-                               code="powerbi_bad_response") from err
+            raise PowerBIBadResponseError("Power BI's GenerateToken answer has no token or expiration.") from err
 
     def _request(self, method: str, path: str, access_token: str, *, what: str,
                  json: Mapping[str, Any] | None = None) -> dict[str, Any]:
         headers = {"Authorization": f"Bearer {access_token}", "Accept": "application/json"}
         for attempt in range(self._max_retries + 1):
-            self.calls += 1
             try:
                 response = self._session.request(method, self._api_url + path, headers=headers, json=json,
                                                  timeout=self._timeout)
             except requests.Timeout as err:
-                raise PowerBIError("Power BI did not answer within POWERBI_HTTP_TIMEOUT_SECONDS; try again.",
-                                   code="powerbi_timeout", status=504, title="Power BI did not answer in time") from err
+                raise PowerBITimeoutError(
+                    "Power BI did not answer within POWERBI_HTTP_TIMEOUT_SECONDS; try again.") from err
             except requests.RequestException as err:
-                raise PowerBIError("Power BI could not be reached; check POWERBI_API_URL and the app's outbound "
-                                   "network.", code="powerbi_unreachable", status=503, setting="POWERBI_API_URL",
-                                   title="Power BI is unavailable") from err
+                raise PowerBIUnreachableError("Power BI could not be reached; check POWERBI_API_URL and the app's "
+                                              "outbound network.", setting="POWERBI_API_URL") from err
             if response.ok:
                 try:
                     payload = response.json()
                 except ValueError as err:
-                    raise PowerBIError("Power BI sent a response that is not JSON.", code="powerbi_bad_response",
-                                       extensions=_request_id(response)) from err
+                    raise PowerBIBadResponseError("Power BI sent a response that is not JSON.",
+                                                  extensions=_request_id(response)) from err
                 return payload if isinstance(payload, dict) else {}
             wait = _retry_after(response, attempt)
             if response.status_code in RETRY_STATUSES and attempt < self._max_retries and wait <= self._max_retry_wait:
@@ -162,8 +172,8 @@ def _request_id(response: requests.Response) -> dict[str, str]:
     return {"powerBiRequestId": request_id[:64]} if request_id else {}
 
 
-def power_bi_error(response: requests.Response, *, what: str) -> BrokerError:
-    """Map a Power BI error response to an actionable :class:`PowerBIError`."""
+def power_bi_error(response: requests.Response, *, what: str) -> PowerBIError:
+    """Map a Power BI error response to the actionable :class:`PowerBIError` subclass for it."""
     try:
         payload = response.json()
     except ValueError:
@@ -177,37 +187,33 @@ def power_bi_error(response: requests.Response, *, what: str) -> BrokerError:
     status = response.status_code
     if status == 429:
         retry = response.headers.get("Retry-After", "")
-        return PowerBIError("Power BI is throttling requests; retry later.", code="powerbi_throttled", status=429,
-                            title="Power BI is throttling requests", extensions=ids,
-                            retry_after=int(retry) if retry.isdigit() else 30)
+        return PowerBIThrottledError("Power BI is throttling requests; retry later.", extensions=ids,
+                                     retry_after=int(retry) if retry.isdigit() else 30)
     if code == "TokenExpired":
-        return PowerBIError("Power BI says the Azure AD token has expired; the next request gets a fresh one.",
-                            code="powerbi_token_expired", status=503, extensions=ids, retry_after=1)
+        return PowerBITokenExpired("Power BI says the Azure AD token has expired; the next request gets a fresh "
+                                   "one.", extensions=ids, retry_after=1)
     if status == 401:
-        return PowerBIError(
+        return PowerBINotAuthorizedError(
             f"Power BI did not authorize access to {what}. For a service principal: the tenant setting 'Service "
             "principals can call Fabric public APIs' (Developer settings in the Power BI admin portal) is off or "
             "excludes the principal's security group, or the principal is not a member of the workspace (add it "
             "as Viewer or higher). For a user (password or on_behalf_of grant): the user has no access to the "
-            "workspace. Also check the workspace id.", code="powerbi_not_authorized", extensions=ids)
+            "workspace. Also check the workspace id.", extensions=ids)
     if status == 403 and ("quota" in message.lower() or "capacity" in message.lower() or "limit" in message.lower()):
-        return PowerBIError(
+        return PowerBIEmbedQuotaExceededError(
             "Power BI refused another embed token: the workspace is on shared capacity, which allows only a "
             "limited number of embed tokens for development. Assign the workspace to an Embedded (A/EM) or "
-            "Fabric (F) capacity.", code="powerbi_embed_quota_exceeded", status=503, extensions=ids)
+            "Fabric (F) capacity.", extensions=ids)
     if status == 403:
-        return PowerBIError(f"Power BI refused access to {what}: the principal's workspace role does not allow it.",
-                            code="powerbi_forbidden", extensions=ids)
+        return PowerBIForbiddenError(
+            f"Power BI refused access to {what}: the principal's workspace role does not allow it.", extensions=ids)
     if status == 404:
-        return PowerBIError(f"Power BI has no {what}, or the principal cannot see it. Check the id and the workspace.",
-                            code="powerbi_not_found", status=404, title="Not found in Power BI", extensions=ids)
+        return PowerBINotFoundError(
+            f"Power BI has no {what}, or the principal cannot see it. Check the id and the workspace.", extensions=ids)
     if status == 400 and "effective identity" in message.lower():
-        return PowerBIError(
+        return PowerBIEffectiveIdentityError(
             f"Power BI's row-level security check failed: {message} Check EMBED_RLS_ROLES (the dataset's roles) "
-            "and that CALLER_USERNAME_CLAIM yields a username.", code="powerbi_effective_identity", status=403,
-            extensions=ids)
+            "and that CALLER_USERNAME_CLAIM yields a username.", extensions=ids)
     if status >= 500:
-        return PowerBIError(f"Power BI answered HTTP {status}; try again shortly.", code="powerbi_unavailable",
-                            status=503, title="Power BI is unavailable", extensions=ids)
-    return PowerBIError(f"Power BI refused {what} (HTTP {status} {code}): {message}", code="powerbi_bad_request",
-                        extensions=ids)
+        return PowerBIUnavailableError(f"Power BI answered HTTP {status}; try again shortly.", extensions=ids)
+    return PowerBIBadRequestError(f"Power BI refused {what} (HTTP {status} {code}): {message}", extensions=ids)

@@ -12,18 +12,23 @@ listed backs one of the requested reports, and call GenerateToken V2.
 from __future__ import annotations
 
 import logging
-import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..aad.tokens import AccessToken, TokenService
 from ..callers.caller import Caller
-from ..config.contract import Settings
+from ..config.embed import EmbedSettings
+from ..support.bounded import BoundedMap
 from ..support.cache import RefreshingCache
-from ..support.errors import CallerForbiddenError, ConfigurationError, PowerBIError, RequestError, SettingProblem
+from ..support.errors import (
+    CallerForbiddenError,
+    ConfigurationError,
+    PowerBITokenExpired,
+    RequestError,
+    SettingProblem,
+)
 from .client import DatasetInfo, EmbedToken, PowerBIClient, ReportInfo
 from .embed_request import EmbedRequest, ReportRef
 
@@ -60,37 +65,34 @@ class _Metadata:
     """A small TTL + LRU cache of report and dataset metadata, so cache misses cost one Power BI call."""
 
     def __init__(self, clock: Callable[[], float]) -> None:
-        self._items: OrderedDict[tuple[str, ...], tuple[float, Any]] = OrderedDict()
-        self._lock = threading.Lock()
-        self._clock = clock
+        self._items: BoundedMap[tuple[str, ...], Any] = BoundedMap(METADATA_MAX_ENTRIES, ttl=METADATA_TTL_SECONDS,
+                                                                   clock=clock)
 
     def get(self, key: tuple[str, ...], load: Callable[[], Any]) -> Any:
-        with self._lock:
-            hit = self._items.get(key)
-            if hit is not None and hit[0] > self._clock():
-                self._items.move_to_end(key)
-                return hit[1]
+        hit = self._items.get(key)
+        if hit is not None:
+            self._items.touch(key)
+            return hit
         value = load()
-        with self._lock:
-            self._items[key] = (self._clock() + METADATA_TTL_SECONDS, value)
-            while len(self._items) > METADATA_MAX_ENTRIES:
-                self._items.popitem(last=False)
+        self._items.put(key, value)
         return value
 
 
 class EmbedService:
     """Issues embed tokens for verified callers."""
 
-    def __init__(self, settings: Settings, tokens: TokenService, client: PowerBIClient, *,
-                 clock: Callable[[], float] = time.time) -> None:
-        self._settings = settings
-        self._embed = settings.embed
+    def __init__(self, embed: EmbedSettings, tokens: TokenService, client: PowerBIClient, *, username_claim: str,
+                 refresh_margin: float, http_timeout: float, clock: Callable[[], float] = time.time) -> None:
+        """``username_claim`` names ``CALLER_USERNAME_CLAIM`` in messages; ``refresh_margin`` is
+        ``POWERBI_TOKEN_REFRESH_MARGIN_SECONDS``; ``http_timeout`` bounds the wait for another request's fetch."""
+        self._embed = embed
+        self._username_claim = username_claim
         self._tokens = tokens
         self._client = client
         self._metadata = _Metadata(clock)
         self._cache: RefreshingCache[EmbedResult] = RefreshingCache(
-            refresh_margin=settings.token_refresh_margin_seconds, max_entries=settings.embed.cache_max_entries,
-            wait_timeout=settings.http_timeout_seconds * 8 + 5, clock=clock, name="embed token")
+            refresh_margin=refresh_margin, max_entries=embed.cache_max_entries,
+            wait_timeout=http_timeout * 8 + 5, clock=clock, name="embed token")
 
     @property
     def cached_tokens(self) -> int:
@@ -149,11 +151,9 @@ class EmbedService:
         try:
             return self._generate_with(self._azure_ad_token(caller, lifetime).value, caller, minted_for, request,
                                        identity, lifetime)
-        except PowerBIError as err:
+        except PowerBITokenExpired:
             # Power BI judged the Azure AD token expired (clock skew, revocation) although it was not by
             # its expiry: forget it and try once more with a fresh one.
-            if err.code != "powerbi_token_expired":
-                raise
             self._tokens.forget(caller)
             log.warning("Power BI rejected the Azure AD token as expired; retrying once with a fresh token")
             return self._generate_with(self._azure_ad_token(caller, lifetime).value, caller, minted_for, request,
@@ -218,7 +218,7 @@ class EmbedService:
         if identity is None:
             raise CallerForbiddenError(
                 "This report uses row-level security, which needs a signed-in caller with a username claim "
-                f"({self._settings.callers.username_claim}); CALLER_AUTH={caller.mode} provides none.",
+                f"({self._username_claim}); CALLER_AUTH={caller.mode} provides none.",
                 code="embed_identity_required")
         if len(identity.username) > MAX_USERNAME_LENGTH or " " in identity.username:
             raise RequestError(f"The caller's username cannot be an effective identity: Power BI allows at most "

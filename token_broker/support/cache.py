@@ -16,10 +16,10 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from typing import Generic, Protocol, TypeVar
 
+from .bounded import BoundedMap
 from .errors import UpstreamTimeoutError
 
 log = logging.getLogger(__name__)
@@ -94,13 +94,12 @@ class RefreshingCache(Generic[V]):
         name: str = "token",
     ) -> None:
         self._margin = refresh_margin
-        self._max_entries = max_entries
         self._wait_timeout = wait_timeout
         self._backoff = min(FAILURE_BACKOFF_SECONDS, refresh_margin / 4)
         self._minimum_validity = min(MINIMUM_VALIDITY_SECONDS, refresh_margin / 2)
         self._clock = clock
         self._name = name
-        self._entries: OrderedDict[Hashable, _Entry[V]] = OrderedDict()
+        self._entries: BoundedMap[Hashable, _Entry[V]] = BoundedMap(max_entries)
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
@@ -131,7 +130,7 @@ class RefreshingCache(Generic[V]):
     def discard(self, key: Hashable) -> None:
         """Forget ``key`` (for example after the upstream service said the value is no longer valid)."""
         with self._lock:
-            self._entries.pop(key, None)
+            self._entries.pop(key)
 
     def _refresh_at(self, value: V) -> float:
         # A value that lives shorter than twice the margin is refreshed at half its remaining life,
@@ -155,9 +154,8 @@ class RefreshingCache(Generic[V]):
             now = self._clock()
             entry = self._entries.get(key)
             if entry is None:
-                entry = self._entries[key] = _Entry()
-                while len(self._entries) > self._max_entries:
-                    self._entries.popitem(last=False)
+                entry = _Entry()
+                self._entries.put(key, entry)  # the least recently refreshed key goes over the bound
             fresh = self._fresh(entry, now, min_remaining)
             if fresh is not None:
                 return fresh
@@ -203,8 +201,7 @@ class RefreshingCache(Generic[V]):
                 entry.longest_available = lifetime if lifetime < min_remaining else 0.0
             entry.flight = None
             entry.retry_not_before = 0.0
-            if key in self._entries:
-                self._entries.move_to_end(key)
+            self._entries.touch(key)
         flight.value = fresh
         flight.done.set()
         return fresh

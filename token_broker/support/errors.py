@@ -140,6 +140,12 @@ class CallerAuthenticationError(BrokerError):
     title = "Authentication required"
 
 
+class CallerTokenMissingError(CallerAuthenticationError):
+    """No bearer token was sent where one is required (401 with a bare ``WWW-Authenticate: Bearer``)."""
+
+    code = "caller_token_missing"
+
+
 class CallerForbiddenError(BrokerError):
     """The caller is authenticated but may not have what it asked for (403)."""
 
@@ -162,6 +168,14 @@ class KeyVaultError(BrokerError):
     status = 503
     code = "keyvault_error"
     title = "A secret could not be read from Key Vault"
+
+
+class ManagedIdentityUnavailableError(BrokerError):
+    """The app's own identity (managed identity, or the Azure CLI login off Azure) gave no token (503)."""
+
+    status = 503
+    code = "managed_identity_unavailable"
+    title = "The app's identity is unavailable"
 
 
 class AppConfigurationError(BrokerError):
@@ -188,6 +202,89 @@ class PowerBIError(BrokerError):
     title = "Power BI refused the request"
 
 
+class PowerBIBadResponseError(PowerBIError):
+    """Power BI answered with something that is not the expected JSON (502)."""
+
+    code = "powerbi_bad_response"
+
+
+class PowerBIBadRequestError(PowerBIError):
+    """Power BI refused the request for a reason without a more specific class (502)."""
+
+    code = "powerbi_bad_request"
+
+
+class PowerBINotAuthorizedError(PowerBIError):
+    """Power BI answered 401: the principal may not use the API or the workspace (502)."""
+
+    code = "powerbi_not_authorized"
+
+
+class PowerBIForbiddenError(PowerBIError):
+    """Power BI answered 403: the principal's workspace role does not allow the call (502)."""
+
+    code = "powerbi_forbidden"
+
+
+class PowerBINotFoundError(PowerBIError):
+    """Power BI has no such item, or the principal cannot see it (404)."""
+
+    status = 404
+    code = "powerbi_not_found"
+    title = "Not found in Power BI"
+
+
+class PowerBIEffectiveIdentityError(PowerBIError):
+    """Power BI refused the effective identity (row-level security) of an embed token (403)."""
+
+    status = 403
+    code = "powerbi_effective_identity"
+
+
+class PowerBITokenExpired(PowerBIError):
+    """Power BI judged the Azure AD token expired (skew, revocation): forget it and retry once (503)."""
+
+    status = 503
+    code = "powerbi_token_expired"
+
+
+class PowerBIEmbedQuotaExceededError(PowerBIError):
+    """Shared capacity allows no more embed tokens (503)."""
+
+    status = 503
+    code = "powerbi_embed_quota_exceeded"
+
+
+class PowerBIThrottledError(PowerBIError):
+    """Power BI is throttling requests (429 with ``Retry-After``)."""
+
+    status = 429
+    code = "powerbi_throttled"
+    title = "Power BI is throttling requests"
+
+
+class PowerBIUnavailableError(PowerBIError):
+    """Power BI answered with a server error (503)."""
+
+    status = 503
+    code = "powerbi_unavailable"
+    title = "Power BI is unavailable"
+
+
+class PowerBIUnreachableError(PowerBIUnavailableError):
+    """Power BI could not be reached (503)."""
+
+    code = "powerbi_unreachable"
+
+
+class PowerBITimeoutError(PowerBIError):
+    """Power BI did not answer within ``POWERBI_HTTP_TIMEOUT_SECONDS`` (504)."""
+
+    status = 504
+    code = "powerbi_timeout"
+    title = "Power BI did not answer in time"
+
+
 class UpstreamError(BrokerError):
     """Azure AD (or another upstream service) refused or failed the request."""
 
@@ -210,6 +307,20 @@ class UpstreamTimeoutError(UpstreamError):
     status = 504
     code = "aad_timeout"
     title = "Azure AD did not answer in time"
+
+
+class StaleCredentialError(UpstreamError):
+    """Azure AD rejected the client secret or certificate: its source may hold a newer one (re-read once)."""
+
+
+class StalePasswordError(UpstreamError):
+    """Azure AD rejected the master user's password: its source may hold a newer one (re-read once)."""
+
+
+class IssuerUnavailableError(UpstreamUnavailableError):
+    """The callers' token issuer (its discovery document or JWKS) could not be read (503)."""
+
+    code = "caller_keys_unavailable"
 
 
 class InternalError(BrokerError):

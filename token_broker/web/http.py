@@ -15,7 +15,7 @@ from typing import Any
 
 import azure.functions as func
 
-from ..support.errors import BrokerError, CallerAuthenticationError, RequestError
+from ..support.errors import BrokerError, CallerAuthenticationError, CallerTokenMissingError, RequestError
 
 MAX_BODY_BYTES = 64 * 1024
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -54,7 +54,8 @@ def problem_response(err: BrokerError, *, request_id: str) -> func.HttpResponse:
     if allow:
         headers["Allow"] = ", ".join(allow)
     if isinstance(err, CallerAuthenticationError):
-        headers["WWW-Authenticate"] = 'Bearer error="invalid_token"' if err.code != "caller_token_missing" else "Bearer"
+        missing = isinstance(err, CallerTokenMissingError)
+        headers["WWW-Authenticate"] = "Bearer" if missing else 'Bearer error="invalid_token"'
     body = err.problem()
     body["requestId"] = request_id
     return func.HttpResponse(
@@ -63,23 +64,6 @@ def problem_response(err: BrokerError, *, request_id: str) -> func.HttpResponse:
         headers=headers,
         mimetype="application/problem+json",
     )
-
-
-def bearer_token(req: func.HttpRequest) -> str | None:
-    """The token of an ``Authorization: Bearer <token>`` header; None when there is no such header.
-
-    Raises :class:`CallerAuthenticationError` for a malformed header (wrong scheme, empty, doubled).
-    """
-    header: str | None = req.headers.get("authorization")
-    if header is None:
-        return None
-    scheme, _, token = header.strip().partition(" ")
-    token = token.strip()
-    if scheme.lower() != "bearer" or not token or " " in token or "," in token:
-        raise CallerAuthenticationError(
-            "Send the token as 'Authorization: Bearer <token>'.", code="caller_token_malformed"
-        )
-    return token
 
 
 def read_json_object(req: func.HttpRequest, *, allowed_fields: Collection[str]) -> dict[str, Any]:
