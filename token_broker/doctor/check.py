@@ -1,9 +1,9 @@
-"""One line of the doctor's checklist: its status, detail and fix (shared by the command line and the checks)."""
+"""One line of the doctor's checklist (status, detail, fix) and the helpers every stage uses."""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
     from ..support.errors import BrokerError
@@ -35,3 +35,14 @@ def failed(check: str, err: BrokerError, *, hint: str = "") -> Check:
     ids = [f"{label} {err.extensions[key]}" for key, label in _EXTENSION_IDS if key in err.extensions]
     detail = err.title + (f" ({'; '.join(ids)})" if ids else "")
     return Check(check, FAIL, detail, err.detail + hint, err.code)
+
+
+def unverified_claims(token: str) -> dict[str, Any]:
+    """A JWT's claims without verifying it (for display only); empty when the token is not a JWT."""
+    import jwt
+
+    try:
+        claims = jwt.decode(token, options={"verify_signature": False})
+    except jwt.PyJWTError:
+        return {}
+    return claims if isinstance(claims, dict) else {}
