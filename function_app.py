@@ -11,7 +11,8 @@ they ever did not, the token routes would answer 503.
 
 import azure.functions as func
 
-from token_broker import handlers, redaction
+from token_broker.support import redaction
+from token_broker.web import handlers
 
 redaction.install()  # first: every log record of the process is redacted, whichever library writes it
 app = func.FunctionApp(http_auth_level=func.AuthLevel.ANONYMOUS)

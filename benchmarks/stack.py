@@ -20,7 +20,7 @@ from devtools.functions_host import FunctionsHost, HostResponse
 from devtools.offline_stack import OfflineStack
 from devtools.powerbi import PowerBIEmulator
 from token_broker import runtime
-from token_broker.settings import DEFAULT_SCOPE, SETTING_NAMES
+from token_broker.config.contract import DEFAULT_SCOPE, SETTING_NAMES
 
 if TYPE_CHECKING:
     import msal

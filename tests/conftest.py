@@ -26,8 +26,10 @@ from devtools.keyvault import KeyVaultEmulator
 from devtools.managed_identity import ManagedIdentity, ManagedIdentityEmulator
 from devtools.powerbi import PowerBIEmulator
 from devtools.tls import DevCertificateAuthority
-from token_broker import platform_identity, redaction, runtime
-from token_broker.settings import SETTING_NAMES
+from token_broker import runtime
+from token_broker.aad import identity as platform_identity
+from token_broker.config.contract import SETTING_NAMES
+from token_broker.support import redaction
 
 ROOT = Path(__file__).resolve().parents[1]
 

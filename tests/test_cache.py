@@ -7,8 +7,9 @@ from dataclasses import dataclass
 
 import pytest
 
-from token_broker.cache import RefreshingCache
-from token_broker.errors import UpstreamUnavailableError
+from token_broker.support.bounded import BoundedMap
+from token_broker.support.cache import RefreshingCache
+from token_broker.support.errors import UpstreamUnavailableError
 
 
 @dataclass(frozen=True)
@@ -162,3 +163,53 @@ def test_discard_forgets_a_key() -> None:
     cache.get("k", lambda: Value("v", clock.now + 3600))
     cache.discard("k")
     assert cache.peek("k") is None
+
+
+# -- BoundedMap: the one LRU/TTL map (cache entries, Power BI metadata, verified claims, rate-limit buckets) --
+
+
+def test_bounded_map_evicts_the_least_recently_used_key() -> None:
+    items: BoundedMap[str, int] = BoundedMap(2)
+    items.put("a", 1)
+    items.put("b", 2)
+    assert items.get("a") == 1  # a read is not a use: "a" is still the oldest
+    items.put("c", 3)
+    assert (items.get("a"), items.get("b"), items.get("c"), len(items)) == (None, 2, 3, 2)
+    items.touch("b")  # a use: now "c" is the oldest
+    items.put("d", 4)
+    assert (items.get("b"), items.get("c"), items.get("d")) == (2, None, 4)
+    assert items.pop("b") == 2 and items.pop("b") is None and len(items) == 1
+
+
+def test_bounded_map_entries_expire_after_their_ttl() -> None:
+    clock = Clock()
+    items: BoundedMap[str, str] = BoundedMap(10, ttl=300, clock=clock)
+    items.put("report", "url")
+    clock.now += 299
+    assert items.get("report") == "url"
+    clock.now += 1
+    assert items.get("report") is None
+    items.put("report", "new url")  # putting again starts a new lifetime
+    clock.now += 299
+    assert items.get("report") == "new url"
+
+
+def test_bounded_map_stays_bounded_under_concurrent_writers() -> None:
+    items: BoundedMap[tuple[int, int], int] = BoundedMap(50)
+
+    def write(worker: int) -> None:
+        for n in range(2_000):
+            items.put((worker, n), n)
+            items.touch((worker, n - 1))
+
+    threads = [threading.Thread(target=write, args=(w,)) for w in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(items) == 50
+
+
+def test_bounded_map_refuses_a_bound_below_one() -> None:
+    with pytest.raises(ValueError, match="max_entries"):
+        BoundedMap(0)

@@ -21,10 +21,10 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from devtools.entra import EntraEmulator
 from devtools.functions_host import HostResponse
 from tests.conftest import ALICE, API, CLIENT_ID, TENANT, Env, assert_problem
-from token_broker import jwt_auth
-from token_broker.caller_settings import CallerSettings
-from token_broker.callers import caller_from_claims
-from token_broker.errors import CallerAuthenticationError
+from token_broker.callers import jwt as jwt_auth
+from token_broker.callers.caller import caller_from_claims
+from token_broker.config.callers import CallerSettings
+from token_broker.support.errors import CallerAuthenticationError
 
 Call = Callable[..., HostResponse]
 OID_TYPE = "http://schemas.microsoft.com/identity/claims/objectidentifier"
@@ -174,7 +174,7 @@ def test_an_id_token_is_not_accepted_as_an_access_token(
     response = call("GET", "/api/token", headers=bearer(signed(entra, claims)))
     problem = assert_problem(response, 401, "caller_token_invalid")
     assert problem["detail"] == GENERIC_DETAIL
-    assert any("access token" in r.getMessage() for r in caplog.records if r.name == "token_broker.jwt_auth")
+    assert any("access token" in r.getMessage() for r in caplog.records if r.name == "token_broker.callers.jwt")
     assert entra.token_requests() == 0
 
 

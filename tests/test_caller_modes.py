@@ -17,11 +17,11 @@ from devtools.entra import EntraEmulator
 from devtools.functions_host import HostResponse
 from tests.conftest import ROOT, TENANT, Env, assert_problem
 from token_broker import runtime
-from token_broker.caller_settings import CallerSettings
-from token_broker.easyauth import EasyAuthAuthenticator
-from token_broker.errors import RateLimitedError
-from token_broker.jwt_auth import JwtAuthenticator
-from token_broker.rate_limit import RateLimiter
+from token_broker.callers.easyauth import EasyAuthAuthenticator
+from token_broker.callers.jwt import JwtAuthenticator
+from token_broker.callers.rate_limit import RateLimiter
+from token_broker.config.callers import CallerSettings
+from token_broker.support.errors import RateLimitedError
 
 Call = Callable[..., HostResponse]
 ROLE_TYPE = "http://schemas.microsoft.com/ws/2008/06/identity/claims/role"
@@ -46,7 +46,7 @@ def test_easyauth_principal_is_parsed_into_a_caller() -> None:
     authenticator = EasyAuthAuthenticator(CallerSettings(mode="easyauth", username_claim="preferred_username"))
     req = func.HttpRequest("GET", "http://localhost/api/token", body=b"",
                            headers={"X-MS-CLIENT-PRINCIPAL": principal(roles=("Report.Viewer", "Report.Admin"))})
-    caller = authenticator.authenticate(req)
+    caller = authenticator.authenticate(req.headers)
     assert caller.mode == "easyauth"
     assert caller.object_id == "0d6f5f0e-1111-4a1a-9999-000000000001" and caller.tenant_id == TENANT
     assert caller.username == "alice@contoso.com"
@@ -183,7 +183,7 @@ def test_jwt_caller_identity_uses_the_configured_username_claim(entra: EntraEmul
                                      roles=["Report.Viewer"])
     req = func.HttpRequest("GET", "http://localhost/api/token?username=mallory", body=b"",
                            headers={"Authorization": f"Bearer {token}"})
-    caller = authenticator.authenticate(req)
+    caller = authenticator.authenticate(req.headers)
     assert caller.username == "bob@contoso.com" and caller.tenant_id == TENANT
     assert caller.roles == {"Report.Viewer"} and caller.object_id and caller.subject
     assert token not in repr(caller)

@@ -31,7 +31,7 @@ from tests.conftest import (
     Env,
     assert_problem,
 )
-from token_broker import platform_identity
+from token_broker.aad import identity as platform_identity
 
 Call = Callable[..., HostResponse]
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
@@ -208,7 +208,7 @@ def test_secrets_read_from_the_vault_are_redacted_from_logs(
     assert_problem(call("GET", "/api/token"), 502, "aad_invalid_client_secret")
     import logging
 
-    logging.getLogger("token_broker.tokens").warning("echo %s", "wrong-but-secret-Value.123456")
+    logging.getLogger("token_broker.aad.tokens").warning("echo %s", "wrong-but-secret-Value.123456")
     assert "wrong-but-secret-Value.123456" not in caplog.text
 
 

@@ -11,7 +11,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def problem_codes_in_code() -> set[str]:
     """Every literal ``code`` of a BrokerError subclass or a ``code=`` argument in token_broker/."""
     codes: set[str] = set()
-    for path in (ROOT / "token_broker").glob("*.py"):
+    for path in (ROOT / "token_broker").rglob("*.py"):
         tree = ast.parse(path.read_text())
         for node in ast.walk(tree):
             if isinstance(node, ast.keyword) and node.arg == "code" and isinstance(node.value, ast.Constant):

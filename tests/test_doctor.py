@@ -1,7 +1,7 @@
 """``python -m token_broker doctor`` against the emulators: a good configuration passes, each broken one fails
 the right check with the product's code and fix, and nothing secret is ever printed.
 
-In-process through ``token_broker.doctor.main`` (stdout captured) and once as a real subprocess, with real
+In-process through ``token_broker.doctor.cli.main`` (stdout captured) and once as a real subprocess, with real
 MSAL, azure-identity, the Key Vault SDK and requests over real sockets.
 """
 
@@ -38,8 +38,8 @@ from tests.conftest import (
     Env,
     leaks_in,
 )
-from token_broker import platform_identity
-from token_broker.doctor import main
+from token_broker.aad import identity as platform_identity
+from token_broker.doctor.cli import main
 
 API = f"api://{CLIENT_ID}"
 WRONG_SECRET = "wrong-secret~Value.0123456789"
@@ -377,7 +377,7 @@ def test_help_documents_the_flags_and_starts_without_the_sdks() -> None:
         assert flag in result.stdout
     script = ("import sys\nfrom token_broker.__main__ import main\nassert main(['doctor', '--help']) == 0\n"
               "print(','.join(m for m in ('msal', 'requests', 'jwt', 'azure.functions', 'azure.identity',\n"
-              "                           'token_broker.settings') if m in sys.modules), file=sys.stderr)\n")
+              "                           'token_broker.config.contract') if m in sys.modules), file=sys.stderr)\n")
     lazy = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=60,
                           check=True)
     assert lazy.stderr.strip() == ""
@@ -390,7 +390,7 @@ def test_verbose_writes_the_redacted_log_to_stderr(env: Env, capsys: pytest.Capt
     env.set(POWERBI_CLIENT_SECRET=WRONG_SECRET)
     assert main(["--verbose"]) == 1
     captured = capsys.readouterr()
-    assert "INFO token_broker.tokens: Creating the MSAL application" in captured.err
+    assert "INFO token_broker.aad.tokens: Creating the MSAL application" in captured.err
     assert WRONG_SECRET not in captured.err + captured.out and leaks_in(captured.err) == []
 
 
@@ -399,7 +399,7 @@ def test_an_unexpected_error_still_ends_in_a_checklist(env: Env, capsys: pytest.
     def broken(*_: Any) -> None:
         raise RuntimeError("a bug")
 
-    monkeypatch.setattr("token_broker.doctor_checks.Doctor._token", broken)
+    monkeypatch.setattr("token_broker.doctor.checks.Doctor._token", broken)
     code, results = checks(capsys)
     assert code == 1 and statuses(results) == {"settings": "pass", "setting:CALLER_AUTH": "warn", "doctor": "fail"}
     assert results["doctor"]["code"] == "internal_error" and "--verbose" in results["doctor"]["fix"]

@@ -28,7 +28,7 @@ from devtools.keyvault import KeyVaultEmulator
 from devtools.managed_identity import ManagedIdentity, ManagedIdentityEmulator
 from devtools.powerbi import PowerBIEmulator
 from tests.conftest import ALICE, CLIENT_ID, CLIENT_SECRET, TENANT, Env, World, assert_problem, embed_settings
-from token_broker.powerbi_client import PowerBIClient
+from token_broker.powerbi.client import PowerBIClient
 
 #: test_embed.py's Power BI fixtures, imported so that pytest finds them here (candidates for conftest.py).
 

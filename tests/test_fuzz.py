@@ -56,7 +56,7 @@ from tests.conftest import (
     assert_no_leak,
     embed_settings,
 )
-from token_broker.errors import PROBLEM_TYPE_BASE
+from token_broker.support.errors import PROBLEM_TYPE_BASE
 
 #: test_embed.py's Power BI fixtures, imported so that pytest finds them here (candidates for conftest.py).
 
@@ -389,7 +389,7 @@ LEAKING_SESSION = '''
 import logging
 
 from tests.conftest import CLIENT_SECRET
-from token_broker import redaction
+from token_broker.support import redaction
 
 
 def test_an_unredacted_logger_leaks_the_secret() -> None:

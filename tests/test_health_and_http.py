@@ -104,7 +104,7 @@ def test_request_id_is_on_every_log_record_of_the_request(
 ) -> None:
     env.set(POWERBI_CLIENT_SECRET="wrong-secret-for-logging")
     call("GET", "/api/token", headers={"x-request-id": "trace-me-42"})
-    broker_records = [r for r in caplog.records if r.name.startswith("token_broker.handlers")]
+    broker_records = [r for r in caplog.records if r.name.startswith("token_broker.web.handlers")]
     assert broker_records and all(getattr(r, "request_id", None) == "trace-me-42" for r in broker_records)
 
 

@@ -1,5 +1,5 @@
 """Infrastructure as code: the Bicep under infra/ parses, follows the security policy, and agrees with the
-settings contract (token_broker.settings.SETTINGS), the azd parameters file and azure.yaml.
+settings contract (token_broker.config.contract.SETTINGS), the azd parameters file and azure.yaml.
 
 Bicep is parsed with pycep-parser (no Bicep CLI needed), which turns each file into JSON-like dicts:
 ``parameters``, ``variables``, ``resources`` (child resources flattened as ``parent__child``), ``modules``
@@ -22,10 +22,10 @@ import pytest
 from pycep import BicepParser
 from pycep.models import BicepElement
 
-from token_broker import settings as contract
-from token_broker.bootstrap import BOOTSTRAP_NAMES
-from token_broker.errors import ConfigurationError
+from token_broker.config import contract
+from token_broker.config.bootstrap import BOOTSTRAP_NAMES
 from token_broker.runtime import Runtime
+from token_broker.support.errors import ConfigurationError
 
 ROOT = Path(__file__).resolve().parents[1]
 INFRA = ROOT / "infra"
@@ -605,7 +605,7 @@ def test_app_configuration_keys_are_the_ones_the_broker_loads() -> None:
     assert not [attrs for attrs in tree["resources"].values()
                 if attrs["type"] == "Microsoft.AppConfiguration/configurationStores/keyValues"]
     writer = (INFRA / "hooks" / "appconfig_keyvalues.py").read_text()
-    loader = pytest.importorskip("token_broker.app_configuration")
+    loader = pytest.importorskip("token_broker.config.store")
     assert f'KEY_PREFIX = "{loader.KEY_PREFIX}"' in writer
     assert 'SENTINEL_KEY = KEY_PREFIX + "Sentinel"' in writer and loader.SENTINEL_KEY == loader.KEY_PREFIX + "Sentinel"
     for hook in HOOKS:

@@ -1,6 +1,6 @@
 """The OpenAPI description (openapi.yaml) is valid, served, and agrees with the routes, the code and the live API.
 
-``python -m tests.test_openapi`` writes token_broker/openapi.json (the served copy) from openapi.yaml.
+``python -m tests.test_openapi`` writes token_broker/web/openapi.json (the served copy) from openapi.yaml.
 ``OPENAPI_FUZZ_EXAMPLES`` sets the generated examples per operation of the schemathesis run (default 25).
 """
 
@@ -31,8 +31,10 @@ from devtools.functions_host import FunctionsHost, HostResponse
 from devtools.offline_stack import OfflineStack
 from tests.conftest import TENANT, Env, assert_problem
 from tests.test_docs import problem_codes_in_code
-from token_broker import errors, handlers, runtime
-from token_broker import openapi as served_openapi
+from token_broker import runtime
+from token_broker.support import errors
+from token_broker.web import handlers
+from token_broker.web import openapi as served_openapi
 
 ROOT = Path(__file__).resolve().parents[1]
 SPEC_PATH = ROOT / "openapi.yaml"
@@ -58,7 +60,7 @@ def render_json(spec: dict[str, Any]) -> str:
 
 
 def main() -> None:
-    """Regenerate token_broker/openapi.json from openapi.yaml."""
+    """Regenerate token_broker/web/openapi.json from openapi.yaml."""
     served_openapi.DOCUMENT_PATH.write_text(render_json(load_spec()), encoding="utf-8")
     print(f"wrote {served_openapi.DOCUMENT_PATH.relative_to(ROOT)}")
 
@@ -112,7 +114,7 @@ def validator(spec: dict[str, Any], at: tuple[Any, ...]) -> jsonschema.Draft2020
 def test_the_served_copy_is_openapi_yaml(spec: dict[str, Any]) -> None:
     served = json.loads(served_openapi.DOCUMENT_PATH.read_text(encoding="utf-8"))
     assert json.dumps(served, sort_keys=True) == json.dumps(spec, sort_keys=True), (
-        "token_broker/openapi.json differs from openapi.yaml: run `.venv/bin/python -m tests.test_openapi`")
+        "token_broker/web/openapi.json differs from openapi.yaml: run `.venv/bin/python -m tests.test_openapi`")
 
 
 def test_the_description_is_valid_openapi_3_1(spec: dict[str, Any]) -> None:
@@ -224,9 +226,9 @@ def test_paths_and_methods_agree_with_the_indexed_routes(spec: dict[str, Any], h
 
 
 def test_the_health_enums_are_the_settings_choices(spec: dict[str, Any]) -> None:
-    from token_broker.bootstrap import CALLER_AUTH_MODES
-    from token_broker.clouds import CLOUD_NAMES
-    from token_broker.settings import GRANT_TYPES
+    from token_broker.config.bootstrap import CALLER_AUTH_MODES
+    from token_broker.config.clouds import CLOUD_NAMES
+    from token_broker.config.contract import GRANT_TYPES
 
     health = spec["components"]["schemas"]["Health"]["properties"]
     assert set(health["cloud"]["enum"]) == set(CLOUD_NAMES)
@@ -299,7 +301,7 @@ def raised_codes() -> set[tuple[str, int]]:
     """
     found = {(cls.code, cls.status) for cls in _BROKER_ERRORS.values()}
     forwarders: dict[str, int] = {}
-    trees = [ast.parse(path.read_text(encoding="utf-8")) for path in sorted((ROOT / "token_broker").glob("*.py"))]
+    trees = [ast.parse(path.read_text(encoding="utf-8")) for path in sorted((ROOT / "token_broker").rglob("*.py"))]
     for tree in trees:
         for function in (n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef)):
             defaults = dict(zip([a.arg for a in function.args.args][-len(function.args.defaults):] or [],

@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from token_broker import redaction
+from token_broker.support import redaction
 
 JWT = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.c2lnbmF0dXJlLXZhbHVlLWhlcmU"
 
@@ -17,7 +17,7 @@ def _installed() -> None:
     redaction.install()
 
 
-@pytest.mark.parametrize("logger_name", ["token_broker.tokens", "msal.application", "token_broker"])
+@pytest.mark.parametrize("logger_name", ["token_broker.aad.tokens", "msal.application", "token_broker"])
 def test_secrets_and_tokens_are_redacted_from_messages(
     caplog: pytest.LogCaptureFixture, logger_name: str
 ) -> None:
@@ -31,7 +31,7 @@ def test_secrets_and_tokens_are_redacted_from_messages(
 
 
 def test_tracebacks_are_redacted(caplog: pytest.LogCaptureFixture) -> None:
-    logger = logging.getLogger("token_broker.handlers")
+    logger = logging.getLogger("token_broker.web.handlers")
     redaction.install()
     try:
         raise ValueError(f"server said {JWT}")
@@ -42,7 +42,7 @@ def test_tracebacks_are_redacted(caplog: pytest.LogCaptureFixture) -> None:
 
 
 def test_the_request_id_is_added_to_records(caplog: pytest.LogCaptureFixture) -> None:
-    logger = logging.getLogger("token_broker.cache")
+    logger = logging.getLogger("token_broker.support.cache")
     redaction.install()
     token = redaction.request_id_var.set("req-7")
     try:

@@ -7,14 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from token_broker.errors import ConfigurationError
-from token_broker.settings import (
+from token_broker.config.contract import (
     DEFAULT_API_URL,
     DEFAULT_AUTHORITY_HOST,
     DEFAULT_SCOPE,
     SETTING_NAMES,
     load_settings,
 )
+from token_broker.support.errors import ConfigurationError
 
 TENANT = "72f988bf-86f1-41af-91ab-2d7cd011db47"
 CLIENT = "4a1aa1d5-c567-49d0-ad0b-cd957a47f842"

@@ -44,7 +44,7 @@ from devtools.keyvault import KeyVaultEmulator
 from devtools.managed_identity import ManagedIdentity
 from devtools.powerbi import PowerBIEmulator
 from tests.conftest import ALICE, BOB, CLIENT_ID, CLIENT_SECRET, TENANT, Env, World, embed_settings, leaks_in
-from token_broker import redaction
+from token_broker.support import redaction
 
 #: test_embed.py's Power BI fixtures, imported so that pytest finds them here (candidates for conftest.py).
 

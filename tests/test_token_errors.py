@@ -175,7 +175,7 @@ def test_an_unresolved_key_vault_reference_is_never_sent(env: Env, entra: EntraE
 
 
 def test_a_bug_is_a_generic_500_without_a_traceback(env: Env, call: Call, monkeypatch: pytest.MonkeyPatch) -> None:
-    from token_broker.tokens import TokenService
+    from token_broker.aad.tokens import TokenService
 
     def explode(self: object, caller: object, **_: object) -> None:
         raise RuntimeError("secret internals")

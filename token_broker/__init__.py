@@ -1,8 +1,9 @@
 """Power BI token broker: Azure AD tokens and Power BI embed tokens for single-page apps.
 
-Small single-purpose modules: ``settings`` (the settings contract), ``credentials`` (client
-credentials), ``tokens`` (MSAL, cached and single-flight), ``callers`` (caller authentication),
-``http`` (responses and problem documents), ``errors`` (typed errors), ``handlers`` (endpoints).
+Grouped by responsibility (docs/ARCHITECTURE.md): ``web`` (endpoints, responses), ``callers`` (who is
+calling), ``aad`` (Azure AD tokens through MSAL), ``powerbi`` (embed tokens), ``config`` (the settings),
+``support`` (errors, caches, redaction), ``doctor``; ``runtime`` (process lifecycle) and ``broker``
+(assembly).
 """
 
 __version__ = "0.1.0"

@@ -1,7 +1,7 @@
 """``python -m token_broker <command>``: the broker's command-line tools.
 
 Commands: ``doctor`` (check a deployment's settings, credential, token and Power BI access; see
-:mod:`token_broker.doctor`). Each command is imported only when it runs, so start-up stays fast.
+:mod:`token_broker.doctor.cli`). Each command is imported only when it runs, so start-up stays fast.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0 if args else 2
     command, rest = args[0], args[1:]
     if command == "doctor":
-        from .doctor import main as doctor
+        from .doctor.cli import main as doctor
 
         return doctor(rest)
     print(f"unknown command '{command}'\n\n{USAGE}", file=sys.stderr)

@@ -1,6 +1,6 @@
 """The broker: settings, credential, token service, embed service and caller authentication, built together.
 
-:meth:`Broker.build` turns one validated :class:`~token_broker.settings.Settings` into everything a
+:meth:`Broker.build` turns one validated :class:`~token_broker.config.contract.Settings` into everything a
 request needs, without a network call. The process lifecycle (when to build, when to rebuild) is
 :mod:`token_broker.runtime`'s job.
 """
@@ -8,20 +8,21 @@ request needs, without a network call. The process lifecycle (when to build, whe
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import azure.functions as func
-
-from . import redaction
-from .callers import Caller, CallerAuthenticator, authorize, build_authenticator
-from .credentials import ClientCredential, build_client_credential, build_password_source
-from .embed import EmbedService
-from .errors import ConfigurationError, SettingProblem
-from .powerbi_client import PowerBIClient
-from .rate_limit import RateLimiter
-from .settings import Settings
-from .tokens import TokenService
+from .aad.credentials import ClientCredential, build_client_credential, build_password_source
+from .aad.tokens import TokenService
+from .callers.caller import Caller, CallerAuthenticator
+from .callers.modes import build_authenticator
+from .callers.policy import authorize
+from .callers.rate_limit import RateLimiter
+from .config.contract import Settings
+from .powerbi.client import PowerBIClient
+from .powerbi.embed import EmbedService
+from .support import redaction
+from .support.errors import ConfigurationError, SettingProblem
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +45,8 @@ class Broker:
     def build(cls, settings: Settings, *, indexed_function_key: bool | None = None,
               settings_source: str = "app settings") -> Broker:
         """Build the broker for ``settings`` (no network call)."""
-        credential = build_client_credential(settings)
+        credential = build_client_credential(settings.credentials, timeout=settings.http_timeout_seconds,
+                                             exchange_audience=settings.cloud.token_exchange_audience)
         redaction.register_secrets(settings.secret_values)
         for warning in settings.warnings:
             log.warning("Setting %s: %s", warning.setting, warning.message)
@@ -55,19 +57,24 @@ class Broker:
             if limits.rate_limit_per_minute
             else None
         )
-        tokens = TokenService(settings, credential, password=build_password_source(settings))
-        embed = EmbedService(settings, tokens, PowerBIClient(settings.api_url, timeout=settings.http_timeout_seconds))
+        password = build_password_source(settings.credentials, grant_type=settings.grant_type,
+                                         timeout=settings.http_timeout_seconds)
+        tokens = TokenService(settings.tokens, credential, password=password)
+        client = PowerBIClient(settings.api_url, timeout=settings.http_timeout_seconds)
+        embed = EmbedService(settings.embed, tokens, client, username_claim=settings.callers.username_claim,
+                             refresh_margin=settings.token_refresh_margin_seconds,
+                             http_timeout=settings.http_timeout_seconds)
         broker = cls(settings, credential, tokens, authenticator, embed, limiter, settings_source, indexed_function_key)
         for problem in broker.problems():
             log.error("Setting %s: %s", problem.setting, problem.message)
         return broker
 
-    def authenticate(self, req: func.HttpRequest) -> Caller:
-        """The verified, authorized, rate-limited caller of ``req`` (401/403/429/503 otherwise)."""
+    def authenticate(self, headers: Mapping[str, str]) -> Caller:
+        """The verified, authorized, rate-limited caller of a request with ``headers`` (401/403/429/503 otherwise)."""
         mismatch = self._auth_level_problem()
         if mismatch is not None:
             raise ConfigurationError([mismatch], code="caller_auth_level_mismatch")
-        caller = self.callers.authenticate(req)
+        caller = self.callers.authenticate(headers)
         if self.rate_limiter is not None:
             self.rate_limiter.check(caller.key)
         authorize(caller, self.settings.callers)

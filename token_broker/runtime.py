@@ -14,11 +14,12 @@ import os
 import threading
 from collections.abc import Mapping
 
-from .app_configuration import AppConfigurationSource
-from .bootstrap import Bootstrap, read_bootstrap
+from .aad.identity import app_credential
 from .broker import Broker
-from .errors import ConfigurationError
-from .settings import load_settings
+from .config.bootstrap import Bootstrap, read_bootstrap
+from .config.contract import load_settings
+from .config.store import AppConfigurationSource
+from .support.errors import ConfigurationError
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +86,9 @@ class Runtime:
                 store_values = None
                 if bootstrap.appconfig_endpoint:
                     if self._store is None:
-                        self._store = AppConfigurationSource(bootstrap.appconfig_endpoint, bootstrap)
+                        identity = bootstrap.app_identity
+                        self._store = AppConfigurationSource(bootstrap.appconfig_endpoint, bootstrap,
+                                                             credential=lambda: app_credential(identity))
                     store_values = self._store.values()  # AppConfigurationError (503) is not cached
                 try:
                     settings = load_settings(self._environ, store=store_values, bootstrap=bootstrap)

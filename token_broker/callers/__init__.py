@@ -1,0 +1,1 @@
+"""Who is calling: the Caller value, each CALLER_AUTH mode, authorization and rate limits."""

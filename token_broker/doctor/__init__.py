@@ -1,0 +1,1 @@
+"""python -m token_broker doctor: the command line and its checks."""

@@ -1,0 +1,1 @@
+"""Power BI: the REST client, the embed service and the embed request."""

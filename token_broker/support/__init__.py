@@ -1,0 +1,1 @@
+"""Below everyone: typed errors, the single-flight cache, the bounded map, log redaction."""

@@ -1,0 +1,1 @@
+"""HTTP: the endpoints' handlers, responses and problem documents, the OpenAPI description."""
