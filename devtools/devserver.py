@@ -320,7 +320,13 @@ class DevServer:
         return self
 
     def serve_forever(self) -> None:
-        """Serve on the calling thread until :meth:`stop` (or Ctrl+C in the caller)."""
+        """Serve on the calling thread until :meth:`stop` (or Ctrl+C in the caller).
+
+        One serve loop per server: a second loop on the same socket would block in ``accept()`` and make
+        :meth:`stop` wait forever, so this refuses to run after :meth:`start`.
+        """
+        if self._thread is not None or self._serving:
+            raise RuntimeError("the dev server is already serving (start() or serve_forever()): one loop only")
         self._serving = True
         try:
             self._server.serve_forever(poll_interval=0.2)

@@ -13,7 +13,6 @@ emulator, whose directory registers it as a single-page-app client with the dev 
 
 from __future__ import annotations
 
-import argparse
 import base64
 import hashlib
 import importlib
@@ -36,7 +35,6 @@ from .devserver import DevServer
 from .emulator_server import EmulatorServer
 from .entra import EntraEmulator
 from .functions_host import FunctionsHost, route_prefix_from_host_json
-from .local_settings import load_local_settings
 from .powerbi import PowerBIEmulator
 from .tls import DevCertificateAuthority
 
@@ -55,7 +53,18 @@ DATASET_ID = "0ff1ce00-0000-4000-8000-000000da7a5e"
 REPORT_ID = "0ff1ce00-0000-4000-8000-0000000e4b3d"
 SPA_PATH = "/samples/spa/"
 
+PASSWORD_NEEDS_PORT_443 = (
+    "the password grant cannot work here: MSAL's user-realm lookup for it always goes to port 443, and the "
+    "Entra ID emulator could not bind port 443 on its loopback address. Run as root, lower "
+    "net.ipv4.ip_unprivileged_port_start to 443 (sudo sysctl -w net.ipv4.ip_unprivileged_port_start=443), "
+    "or use --grant-type client_credentials or on_behalf_of."
+)
+
 log = logging.getLogger(__name__)
+
+
+class OfflineStackError(Exception):
+    """The offline stack cannot run as asked in this environment (the message says why and what to do)."""
 
 
 class OfflineStack:
@@ -63,7 +72,8 @@ class OfflineStack:
 
     ``token_lifetime`` is the lifetime of every Azure AD token the Entra ID emulator issues; embed tokens
     never outlive the Azure AD token that created them, so a short one exercises embed token refresh.
-    ``static_dir`` (default ``samples/``) is served under ``/samples/``.
+    ``static_dir`` (default ``samples/``) is served under ``/samples/``. ``entra_port`` is the Entra ID
+    emulator's port (default: 443 when it can be bound, else any).
     """
 
     def __init__(
@@ -77,9 +87,10 @@ class OfflineStack:
         extra_settings: Mapping[str, str] | None = None,
         cors_origins: tuple[str, ...] = (),
         static_dir: Path | None = None,
+        entra_port: int | None = None,
     ) -> None:
         self.ca = DevCertificateAuthority()
-        self.entra = EntraEmulator(ca=self.ca)
+        self.entra = EntraEmulator(ca=self.ca, port=entra_port)  # None: 443 when it can be bound
         self.powerbi = PowerBIEmulator(ca=self.ca, entra=self.entra)
         self._client_secret = secrets.token_urlsafe(24)
         self._user_password = secrets.token_urlsafe(12)
@@ -142,8 +153,21 @@ class OfflineStack:
         return [_spki_sha256(emulator) for emulator in (self.entra, self.powerbi)]
 
     def start(self) -> Self:
-        """Start the emulators, configure the environment, import the app and serve it."""
+        """Start the emulators, configure the environment, import the app and serve it.
+
+        Raises :class:`OfflineStackError` for a configuration that cannot work here (the password grant
+        without port 443) and ``OSError`` when the port is taken; either way nothing is left running.
+        """
+        try:
+            return self._start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self) -> Self:
         self.entra.start()
+        if self._grant_type == "password" and not self.entra.on_port_443:
+            raise OfflineStackError(PASSWORD_NEEDS_PORT_443)
         self.entra.access_token_lifetime = self._token_lifetime
         self.entra.latency = self._latency
         self.entra.add_tenant(TENANT_ID, domain="contoso.com")
@@ -178,9 +202,10 @@ class OfflineStack:
         return self
 
     def stop(self) -> None:
-        """Stop serving and restore the environment."""
+        """Stop serving and restore the environment (also after a failed :meth:`start`)."""
         if self.server is not None:
             self.server.stop()
+            self.server = None
         self.powerbi.stop()
         self.entra.stop()
         for name, value in self._saved_environ.items():
@@ -188,6 +213,7 @@ class OfflineStack:
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
+        self._saved_environ = {}
         self.ca.close()
 
     def _apply_environ(self, values: Mapping[str, str]) -> None:
@@ -223,40 +249,9 @@ class OfflineStack:
         else:
             lines += [f"  curl -s {self.url}/api/token"]
         if not self.entra.on_port_443:
-            lines.append(
-                "Note: the emulator could not bind port 443 on its loopback address, so the password grant "
-                "is unavailable (MSAL's user-realm lookup ignores the port). Run as root or lower "
-                "net.ipv4.ip_unprivileged_port_start to 443 to use it."
-            )
+            lines.append("Note: the Entra ID emulator is not on port 443, so --grant-type password is unavailable "
+                         "(MSAL's user-realm lookup ignores the port).")
         return "\n".join(lines)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Start the offline stack in the foreground until interrupted."""
-    parser = argparse.ArgumentParser(prog="python -m devtools", description=__doc__.splitlines()[0])
-    parser.add_argument("--port", type=int, default=7071, help="function app port (0: any free port)")
-    parser.add_argument("--grant-type", default="client_credentials",
-                        choices=("client_credentials", "password", "on_behalf_of"))
-    parser.add_argument("--caller-auth", default="anonymous", help="CALLER_AUTH for the function app")
-    parser.add_argument("--token-lifetime", type=int, default=3600,
-                        help="lifetime of Azure AD tokens, seconds (embed tokens never outlive them)")
-    parser.add_argument("--latency", type=float, default=0.0, help="emulator latency per request, seconds")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    host_settings = load_local_settings(ROOT / "local.settings.json")
-    stack = OfflineStack(port=args.port, grant_type=args.grant_type, caller_auth=args.caller_auth,
-                         token_lifetime=args.token_lifetime, latency=args.latency,
-                         cors_origins=tuple(host_settings.cors_origins))
-    stack.start()
-    print(stack.banner(), flush=True)
-    try:
-        assert stack.server is not None
-        stack.server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        stack.stop()
-    return 0
 
 
 def _spki_sha256(emulator: EmulatorServer) -> str:
