@@ -98,8 +98,14 @@ class Broker:
             "credential": self.credential.kind,
             "authority": self.settings.authority,
             "scope": self.settings.scope,
-            "warnings": [w.as_dict() for w in self.settings.warnings],
+            "warnings": [w.as_dict() for w in (*self.settings.warnings, *self._caller_warnings())],
         }
+
+    def _caller_warnings(self) -> list[SettingProblem]:
+        if self.callers.mode != "anonymous":
+            return []
+        return [SettingProblem("CALLER_AUTH", "CALLER_AUTH=anonymous: anyone who can reach this function gets a "
+                               "Power BI token. Use it only behind another gate, or set CALLER_AUTH=jwt.", "warning")]
 
     def problems(self) -> list[SettingProblem]:
         """Configuration problems that stop the token endpoints although the settings parsed."""
