@@ -12,6 +12,6 @@ npm_packages() {
   [ "$(cat "$stamp" 2>/dev/null)" = "$want" ] && return 0
   command -v npm >/dev/null || return 1
   echo "== npm ci in $1"
-  (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error >/dev/null) || return 1
+  (cd "$dir" && npm ci --no-audit --no-fund --no-update-notifier --loglevel=error >/dev/null) || return 1
   echo "$want" > "$stamp"
 }
