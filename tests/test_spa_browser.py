@@ -229,6 +229,16 @@ def test_sign_in_token_data_source_and_embed(context: BrowserContext, stack: Off
     # The countdown ticks.
     before = page.inner_text("#embed-refresh")
     page.wait_for_function("(before) => document.getElementById('embed-refresh').textContent !== before", arg=before)
+    # "Refresh token now": the broker's answer (its cached embed token while that is fresh) is set on the
+    # report, and the embed page checks it and renders again.
+    page.click("#refresh")
+    page.wait_for_selector("#events li[data-reason='button']")
+    [renewed] = spy(page)["tokens"]
+    assert stack.powerbi.embed_token_info(renewed["token"])["reports"] == [REPORT_ID]
+    report_frame(page).wait_for_function("window.powerbiEmbedEmulator.renders.length === 2")
+    assert report_frame(page).evaluate("window.powerbiEmbedEmulator.renders.map(r => [r.why, r.status])") == [
+        ["load", 200], ["token", 200]]
+    assert "Embed tokens received: 2" in frame.locator("#tokens").inner_text()
     screenshot(page, "spa-alice")
 
 
