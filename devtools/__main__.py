@@ -1,7 +1,7 @@
-"""``python -m devtools``: start the offline stack (see :mod:`devtools.offline_stack`)."""
+"""``python -m devtools``: start the offline stack (see :mod:`devtools.offline_cli`)."""
 
 import sys
 
-from devtools.offline_stack import main
+from devtools.offline_cli import main
 
 sys.exit(main())

@@ -18,7 +18,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import TracebackType
@@ -210,7 +210,8 @@ class DevServer:
 
     ``cors_origins`` lists exact origins (``"*"`` only if given explicitly);
     ``cors_credentials`` adds ``Access-Control-Allow-Credentials: true``.
-    ``static_dir`` serves files under ``static_prefix`` (e.g. a sample SPA).
+    ``static_dir`` serves files under ``static_prefix`` (e.g. a sample SPA); :attr:`generated` maps a path
+    under it to a function whose answer is served instead of a file (e.g. a configuration made at start).
     """
 
     def __init__(
@@ -236,6 +237,7 @@ class DevServer:
         self.cors_max_age = cors_max_age
         self.static_dir = Path(static_dir).resolve() if static_dir is not None else None
         self.static_prefix = "/" + static_prefix.strip("/") + "/"
+        self.generated: dict[str, Callable[[], HostResponse]] = {}
         self._server = _Server((bind, port), self)
         self._thread: threading.Thread | None = None
         self._serving = False  # serve_forever() running on a caller's thread
@@ -289,6 +291,8 @@ class DevServer:
             return HostResponse(301, [("Location", self.static_prefix)])
         if method not in ("GET", "HEAD"):
             return HostResponse(405, [("Allow", "GET, HEAD")])
+        if path in self.generated:
+            return self.generated[path]()
         relative = unquote(path[len(self.static_prefix) :])
         if "\x00" in relative or "\\" in relative:
             return HostResponse(404)
@@ -320,7 +324,13 @@ class DevServer:
         return self
 
     def serve_forever(self) -> None:
-        """Serve on the calling thread until :meth:`stop` (or Ctrl+C in the caller)."""
+        """Serve on the calling thread until :meth:`stop` (or Ctrl+C in the caller).
+
+        One serve loop per server: a second loop on the same socket would block in ``accept()`` and make
+        :meth:`stop` wait forever, so this refuses to run after :meth:`start`.
+        """
+        if self._thread is not None or self._serving:
+            raise RuntimeError("the dev server is already serving (start() or serve_forever()): one loop only")
         self._serving = True
         try:
             self._server.serve_forever(poll_interval=0.2)

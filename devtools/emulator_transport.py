@@ -85,7 +85,7 @@ class EmulatorRequestHandler(BaseHTTPRequestHandler):
     def _serve(self) -> None:
         self.server.emulator._serve_one(self)
 
-    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = _serve
+    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = _serve
 
     def read_body(self) -> bytes:
         if self.headers.get("Transfer-Encoding"):

@@ -13,13 +13,14 @@ emulator, whose directory registers it as a single-page-app client with the dev 
 
 from __future__ import annotations
 
-import argparse
 import base64
 import hashlib
 import importlib
+import json
 import logging
 import os
 import secrets
+import shlex
 import socket
 import ssl
 import sys
@@ -35,9 +36,9 @@ from cryptography.hazmat.primitives import serialization
 from .devserver import DevServer
 from .emulator_server import EmulatorServer
 from .entra import EntraEmulator
-from .functions_host import FunctionsHost, route_prefix_from_host_json
-from .local_settings import load_local_settings
+from .functions_host import FunctionsHost, HostResponse, route_prefix_from_host_json
 from .powerbi import PowerBIEmulator
+from .powerbi_embed_page import EMBED_HOST
 from .tls import DevCertificateAuthority
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -55,7 +56,18 @@ DATASET_ID = "0ff1ce00-0000-4000-8000-000000da7a5e"
 REPORT_ID = "0ff1ce00-0000-4000-8000-0000000e4b3d"
 SPA_PATH = "/samples/spa/"
 
+PASSWORD_NEEDS_PORT_443 = (
+    "the password grant cannot work here: MSAL's user-realm lookup for it always goes to port 443, and the "
+    "Entra ID emulator could not bind port 443 on its loopback address. Run as root, lower "
+    "net.ipv4.ip_unprivileged_port_start to 443 (sudo sysctl -w net.ipv4.ip_unprivileged_port_start=443), "
+    "or use --grant-type client_credentials or on_behalf_of."
+)
+
 log = logging.getLogger(__name__)
+
+
+class OfflineStackError(Exception):
+    """The offline stack cannot run as asked in this environment (the message says why and what to do)."""
 
 
 class OfflineStack:
@@ -63,7 +75,9 @@ class OfflineStack:
 
     ``token_lifetime`` is the lifetime of every Azure AD token the Entra ID emulator issues; embed tokens
     never outlive the Azure AD token that created them, so a short one exercises embed token refresh.
-    ``static_dir`` (default ``samples/``) is served under ``/samples/``.
+    ``static_dir`` (default ``samples/``) is served under ``/samples/``. ``entra_port`` is the Entra ID
+    emulator's port (default: 443 when it can be bound, else any). ``spa_options`` add to the sample SPA's
+    configuration, which the dev server serves as ``/samples/spa/config.json`` (e.g. ``refreshMarginSeconds``).
     """
 
     def __init__(
@@ -77,9 +91,11 @@ class OfflineStack:
         extra_settings: Mapping[str, str] | None = None,
         cors_origins: tuple[str, ...] = (),
         static_dir: Path | None = None,
+        entra_port: int | None = None,
+        spa_options: Mapping[str, str] | None = None,
     ) -> None:
         self.ca = DevCertificateAuthority()
-        self.entra = EntraEmulator(ca=self.ca)
+        self.entra = EntraEmulator(ca=self.ca, port=entra_port)  # None: 443 when it can be bound
         self.powerbi = PowerBIEmulator(ca=self.ca, entra=self.entra)
         self._client_secret = secrets.token_urlsafe(24)
         self._user_password = secrets.token_urlsafe(12)
@@ -91,6 +107,7 @@ class OfflineStack:
         self._extra = dict(extra_settings or {})
         self._cors_origins = cors_origins
         self._static_dir = static_dir if static_dir is not None else ROOT / "samples"
+        self._spa_options = dict(spa_options or {})
         self.server: DevServer | None = None
         self._saved_environ: dict[str, str | None] = {}
 
@@ -109,6 +126,7 @@ class OfflineStack:
             "POWERBI_GRANT_TYPE": self._grant_type,
             "POWERBI_AUTHORITY_HOST": self.entra.base_url,
             "CALLER_AUTH": self._caller_auth,
+            "HEALTH_DETAILS": "true",  # local development: /api/health names every problem and warning
             "POWERBI_API_URL": self.powerbi.api_url,
             "POWERBI_WORKSPACE_ID": WORKSPACE_ID,
             "EMBED_ALLOWED_WORKSPACES": WORKSPACE_ID,
@@ -127,12 +145,35 @@ class OfflineStack:
             scopes="access_as_user", lifetime=lifetime,
         )
 
+    def spa_config(self) -> dict[str, str]:
+        """The sample SPA's configuration for this stack, served as ``/samples/spa/config.json``."""
+        return {"authority": f"{self.entra.base_url}/{TENANT_ID}", "clientId": SPA_CLIENT_ID,
+                "scope": f"api://{CLIENT_ID}/access_as_user", "reportId": REPORT_ID, "workspaceId": WORKSPACE_ID,
+                "powerbiApiUrl": self.powerbi.api_url, **self._spa_options}
+
     def spa_url(self, **options: str) -> str:
-        """The sample SPA's address, configured for this stack through its query string (``options`` override)."""
-        config = {"authority": f"{self.entra.base_url}/{TENANT_ID}", "clientId": SPA_CLIENT_ID,
-                  "scope": f"api://{CLIENT_ID}/access_as_user", "reportId": REPORT_ID, "workspaceId": WORKSPACE_ID,
-                  "powerbiApiUrl": self.powerbi.api_url, **options}
-        return f"{self.url}{SPA_PATH}?{urlencode(config)}"
+        """The sample SPA's address, as the README gives it (``http://localhost:<port>/samples/spa/``).
+
+        The page reads its settings from ``config.json`` beside it; ``options`` go into the query string,
+        which overrides them.
+        """
+        port = self.url.rpartition(":")[2]
+        return f"http://localhost:{port}{SPA_PATH}" + (f"?{urlencode(options)}" if options else "")
+
+    def browser_flags(self) -> list[str]:
+        """Chromium flags that make a browser reach and trust the emulators, as a user's would reach Azure's.
+
+        ``--ignore-certificate-errors-spki-list`` accepts exactly the emulators' keys (a browser does not read
+        ``REQUESTS_CA_BUNDLE``); ``--host-resolver-rules`` sends Power BI's embed host to the Power BI emulator,
+        because powerbi-client embeds only URLs on Power BI's own hosts.
+        """
+        return [f"--ignore-certificate-errors-spki-list={','.join(self.browser_spki_hashes())}",
+                f"--host-resolver-rules=MAP {EMBED_HOST} {self.powerbi.host}"]
+
+    def chromium_command(self) -> str:
+        """A shell command that opens the sample SPA in a Chromium that reaches the emulators."""
+        flags = ["--user-data-dir=$(mktemp -d)", *(shlex.quote(flag) for flag in self.browser_flags())]
+        return " ".join(["chromium", *flags, self.spa_url()])
 
     def browser_spki_hashes(self) -> list[str]:
         """SPKI hashes of the emulators' certificates, for ``chromium --ignore-certificate-errors-spki-list``.
@@ -142,8 +183,21 @@ class OfflineStack:
         return [_spki_sha256(emulator) for emulator in (self.entra, self.powerbi)]
 
     def start(self) -> Self:
-        """Start the emulators, configure the environment, import the app and serve it."""
+        """Start the emulators, configure the environment, import the app and serve it.
+
+        Raises :class:`OfflineStackError` for a configuration that cannot work here (the password grant
+        without port 443) and ``OSError`` when the port is taken; either way nothing is left running.
+        """
+        try:
+            return self._start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self) -> Self:
         self.entra.start()
+        if self._grant_type == "password" and not self.entra.on_port_443:
+            raise OfflineStackError(PASSWORD_NEEDS_PORT_443)
         self.entra.access_token_lifetime = self._token_lifetime
         self.entra.latency = self._latency
         self.entra.add_tenant(TENANT_ID, domain="contoso.com")
@@ -154,6 +208,9 @@ class OfflineStack:
         self.entra.add_user(TENANT_ID, NO_ROLE_USER, self._user_password, name="Bob")
         self.powerbi.start()
         self.powerbi.latency = self._latency
+        # Report embed URLs point at this emulator's embed page, on Power BI's host name (see browser_flags).
+        self.powerbi.embed_origin = f"https://{EMBED_HOST}" + ("" if self.powerbi.on_port_443 else
+                                                               f":{self.powerbi.port}")
         members = {self.entra.service_principal_id(TENANT_ID, CLIENT_ID)}
         self.powerbi.add_workspace(WORKSPACE_ID, name="Demo", members=members, capacity="shared")
         self.powerbi.add_dataset(WORKSPACE_ID, DATASET_ID, name="Sales")
@@ -174,13 +231,19 @@ class OfflineStack:
         port = self.server.url.rpartition(":")[2]
         self.entra.register_app(TENANT_ID, SPA_CLIENT_ID, name="Power BI sample SPA (offline)", spa_redirect_uris=[
             f"http://{host_name}:{port}{SPA_PATH}" for host_name in ("127.0.0.1", "localhost")])
+        # The sample calls Power BI's REST API directly (the WireBootstrap data source), as a browser app would.
+        self.powerbi.cors_origins = frozenset(f"http://{host_name}:{port}" for host_name in ("127.0.0.1", "localhost"))
+        self.server.generated[f"{SPA_PATH}config.json"] = lambda: HostResponse(
+            200, [("Content-Type", "application/json"), ("Cache-Control", "no-store")],
+            json.dumps(self.spa_config()).encode())
         self.server.start()
         return self
 
     def stop(self) -> None:
-        """Stop serving and restore the environment."""
+        """Stop serving and restore the environment (also after a failed :meth:`start`)."""
         if self.server is not None:
             self.server.stop()
+            self.server = None
         self.powerbi.stop()
         self.entra.stop()
         for name, value in self._saved_environ.items():
@@ -188,6 +251,7 @@ class OfflineStack:
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
+        self._saved_environ = {}
         self.ca.close()
 
     def _apply_environ(self, values: Mapping[str, str]) -> None:
@@ -207,56 +271,33 @@ class OfflineStack:
         lines = [
             f"Offline stack: function app on {self.url} (Entra ID emulator on {self.entra.base_url}, "
             f"Power BI emulator on {self.powerbi.base_url})",
-            f"Sample SPA: {self.spa_url()}",
-            "  (sign-in needs CALLER_AUTH=jwt: --caller-auth jwt; the browser must accept the emulators' throwaway "
-            "certificates, e.g. chromium --user-data-dir=$(mktemp -d) "
-            f"--ignore-certificate-errors-spki-list={','.join(self.browser_spki_hashes())})",
+            f"Demo: workspace {WORKSPACE_ID} ('Demo'), report {REPORT_ID} ('Sales overview'), "
+            f"users {DEMO_USER} (role {VIEWER_ROLE}) and {NO_ROLE_USER} (no role)",
+            f"Sample SPA: {self.spa_url()}" + ("" if self._caller_auth == "jwt" else
+                                                " (its sign-in is checked by the broker with --caller-auth jwt)"),
+            "  in a Chromium that reaches and trusts the emulators:",
+            f"  {self.chromium_command()}",
             "App settings:",
         ]
         for name, value in sorted(self.settings().items()):
             shown = "<generated>" if name in ("POWERBI_CLIENT_SECRET", "POWERBI_PASSWORD") else value
             lines.append(f"  {name}={shown}")
+        auth, port = "", self.url.rpartition(":")[2]
         lines += ["Try:", f"  curl -s {self.url}/api/health"]
         if self._grant_type == "on_behalf_of" or self._caller_auth == "jwt":
-            lines += [f"  curl -s -H 'Authorization: Bearer {self.user_token()}' {self.url}/api/token",
+            auth = f"-H 'Authorization: Bearer {self.user_token()}' "
+            lines += [f"  curl -s {auth}{self.url}/api/token",
                       f"  (a token of {DEMO_USER}, valid for an hour, for this app's API)"]
         else:
             lines += [f"  curl -s {self.url}/api/token"]
+        lines += [f"  curl -s {auth}{self.url}/api/reports/{REPORT_ID}/embed",
+                  f"  curl -s {auth}-H 'Content-Type: application/json' -d '{{\"reports\": [{{\"id\": "
+                  f"\"{REPORT_ID}\"}}]}}' {self.url}/api/embed-token",
+                  "  bash scripts/offline-stack.sh " + ("" if port == "7071" else f"--port {port} ") + "--doctor"]
         if not self.entra.on_port_443:
-            lines.append(
-                "Note: the emulator could not bind port 443 on its loopback address, so the password grant "
-                "is unavailable (MSAL's user-realm lookup ignores the port). Run as root or lower "
-                "net.ipv4.ip_unprivileged_port_start to 443 to use it."
-            )
+            lines.append("Note: the Entra ID emulator is not on port 443, so --grant-type password is unavailable "
+                         "(MSAL's user-realm lookup ignores the port).")
         return "\n".join(lines)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Start the offline stack in the foreground until interrupted."""
-    parser = argparse.ArgumentParser(prog="python -m devtools", description=__doc__.splitlines()[0])
-    parser.add_argument("--port", type=int, default=7071, help="function app port (0: any free port)")
-    parser.add_argument("--grant-type", default="client_credentials",
-                        choices=("client_credentials", "password", "on_behalf_of"))
-    parser.add_argument("--caller-auth", default="anonymous", help="CALLER_AUTH for the function app")
-    parser.add_argument("--token-lifetime", type=int, default=3600,
-                        help="lifetime of Azure AD tokens, seconds (embed tokens never outlive them)")
-    parser.add_argument("--latency", type=float, default=0.0, help="emulator latency per request, seconds")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    host_settings = load_local_settings(ROOT / "local.settings.json")
-    stack = OfflineStack(port=args.port, grant_type=args.grant_type, caller_auth=args.caller_auth,
-                         token_lifetime=args.token_lifetime, latency=args.latency,
-                         cors_origins=tuple(host_settings.cors_origins))
-    stack.start()
-    print(stack.banner(), flush=True)
-    try:
-        assert stack.server is not None
-        stack.server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        stack.stop()
-    return 0
 
 
 def _spki_sha256(emulator: EmulatorServer) -> str:

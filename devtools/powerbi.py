@@ -2,7 +2,13 @@
 
 Endpoints (under :attr:`PowerBIEmulator.api_url`, i.e. ``{base_url}/v1.0/myorg``; paths are
 case-insensitive, as in Power BI): ``GET /groups``, ``GET /groups/{id}``, ``GET /groups/{id}/reports/{id}``,
-``GET /groups/{id}/datasets/{id}`` and ``POST /GenerateToken`` (Generate Token V2).
+``GET /groups/{id}/datasets/{id}`` and ``POST /GenerateToken`` (Generate Token V2). Browsers: origins in
+:attr:`PowerBIEmulator.cors_origins` get CORS answers (preflights included), as Power BI gives web apps.
+
+The report embed page: ``GET /reportEmbed`` serves :mod:`devtools.powerbi_embed_page`, which speaks
+powerbi-client's protocol and renders a report only for an embed token this emulator issued for it
+(``POST /reportEmbed/render``). Report ``embedUrl`` values point at :attr:`PowerBIEmulator.embed_origin`
+(``https://app.powerbi.com`` by default, as in Power BI; the offline stack sets it to this emulator's port).
 
 Every call needs an Azure AD token from the :class:`~devtools.entra.EntraEmulator` for the Power BI
 resource. Like the live service, token problems are 403 with an empty body and an ``X-PowerBI-Error-Info``
@@ -22,10 +28,12 @@ import json
 import re
 import threading
 import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 from devtools.emulator_server import EmulatorServer, Request, Response, route
 from devtools.entra import EntraEmulator, InvalidAccessToken
+from devtools.powerbi_embed_page import REPORT_EMBED_PAGE
 from devtools.powerbi_model import Caller, Dataset, PowerBIError, PowerBIModel, Report, Workspace
 from devtools.tls import DevCertificateAuthority
 
@@ -53,10 +61,14 @@ class PowerBIEmulator(EmulatorServer, PowerBIModel):  # EmulatorServer first: it
     :meth:`dataset_lookups`, :attr:`generate_token_requests`, :meth:`embed_token_info`.
     """
 
+    #: Where report ``embedUrl`` values point: powerbi-client embeds only https URLs on Power BI's hosts.
+    embed_origin = "https://app.powerbi.com"
+
     def __init__(self, *, ca: DevCertificateAuthority, entra: EntraEmulator, host: str | None = None,
                  port: int | None = None) -> None:
         super().__init__(ca=ca, host=host, port=port)
         self.entra = entra
+        self.cors_origins: frozenset[str] = frozenset()  # exact origins of web apps that call the API
         self._throttle_lock = threading.Lock()
         self._throttle_remaining = 0
         self._retry_after = 0
@@ -102,12 +114,24 @@ class PowerBIEmulator(EmulatorServer, PowerBIModel):  # EmulatorServer first: it
     # -------------------------------------------------------------- dispatching
     def handle(self, request: Request) -> Response:
         """Throttling and Power BI errors around the routes, and the headers every answer carries."""
+        origin = request.headers.get("origin", "")
+        allowed = origin in self.cors_origins
+        if request.method == "OPTIONS" and "access-control-request-method" in request.headers:
+            headers = {"Access-Control-Allow-Origin": origin, "Vary": "Origin", "Access-Control-Max-Age": "3600",
+                       "Access-Control-Allow-Methods": "GET, POST, OPTIONS",
+                       "Access-Control-Allow-Headers": request.headers.get("access-control-request-headers", "")}
+            return Response(204, b"", headers if allowed else {})  # no CORS headers: the browser blocks the call
         try:
             response = self._throttled() or super().handle(request)
         except PowerBIError as err:
             response = err.response()
-        return dataclasses.replace(response, headers={**_COMMON_HEADERS, **response.headers,
-                                                      "RequestId": str(uuid.uuid4())})
+        headers = {**_COMMON_HEADERS, **response.headers, "RequestId": str(uuid.uuid4())}
+        if request.path.lower() == "/reportembed":
+            del headers["X-Frame-Options"]  # the embed page exists to be framed
+        if allowed:
+            headers |= {"Access-Control-Allow-Origin": origin, "Vary": "Origin",
+                        "Access-Control-Expose-Headers": "RequestId, Retry-After"}
+        return dataclasses.replace(response, headers=headers)
 
     def _throttled(self) -> Response | None:
         with self._throttle_lock:
@@ -177,6 +201,31 @@ class PowerBIEmulator(EmulatorServer, PowerBIModel):  # EmulatorServer first: it
         return Response.json({"token": token, "tokenId": grant.token_id,
                               "expiration": grant.expiration.strftime("%Y-%m-%dT%H:%M:%SZ")})
 
+    @route("GET", r"(?i)/reportembed")
+    def _embed_page(self, _request: Request) -> Response:
+        return Response(200, REPORT_EMBED_PAGE.encode(), content_type="text/html; charset=utf-8")
+
+    @route("POST", r"(?i)/reportembed/render")
+    def _render(self, request: Request) -> Response:
+        """The embed page's check of its embed token, as Power BI's own page does before it renders a report."""
+        try:
+            body = request.json()
+            report_id, token = str(body["reportId"]).lower(), str(body["accessToken"])
+        except (ValueError, KeyError, TypeError):
+            return Response.json({"error": {"code": "BadRequest", "message": "reportId and accessToken needed"}}, 400)
+        try:
+            grant = self.embed_token_info(token)
+        except KeyError:
+            return _embed_error("InvalidToken", "The embed token was not issued by this Power BI emulator")
+        if grant["expiration"] <= datetime.now(UTC):
+            return _embed_error("TokenExpired", "Access token has expired, resubmit with a new access token")
+        if report_id not in grant["reports"]:
+            return _embed_error("PowerBINotAuthorizedException", "The embed token does not grant this report")
+        with self._model_lock:
+            report = self._reports[report_id]
+        return Response.json({"reportName": report.name, "expiration": grant["expiration"].strftime(
+            "%Y-%m-%dT%H:%M:%SZ")})
+
     # ------------------------------------------------------------ representations
     @staticmethod
     def _group_json(ws: Workspace) -> dict[str, Any]:
@@ -186,13 +235,12 @@ class PowerBIEmulator(EmulatorServer, PowerBIModel):  # EmulatorServer first: it
             body["capacityId"] = ws.capacity_id
         return body
 
-    @staticmethod
-    def _report_json(report: Report) -> dict[str, Any]:
+    def _report_json(self, report: Report) -> dict[str, Any]:
         with_ids = f"reportId={report.id}&groupId={report.workspace_id}"
         return {
             "id": report.id, "reportType": "PowerBIReport", "name": report.name,
             "webUrl": f"https://app.powerbi.com/groups/{report.workspace_id}/reports/{report.id}",
-            "embedUrl": f"https://app.powerbi.com/reportEmbed?{with_ids}&w=2&config={_EMBED_CONFIG}",
+            "embedUrl": f"{self.embed_origin}/reportEmbed?{with_ids}&w=2&config={_EMBED_CONFIG}",
             "isFromPbix": True, "isOwnedByMe": False, "datasetId": report.dataset_id,
             "datasetWorkspaceId": report.dataset_workspace_id, "users": [], "subscriptions": [],
         }
@@ -210,3 +258,7 @@ class PowerBIEmulator(EmulatorServer, PowerBIModel):  # EmulatorServer first: it
             "qnaEmbedURL": f"https://app.powerbi.com/qnaEmbed?config={_EMBED_CONFIG}",
             "upstreamDatasets": [], "users": [],
         }
+
+
+def _embed_error(code: str, message: str) -> Response:
+    return Response.json({"error": {"code": code, "message": message}}, 403)

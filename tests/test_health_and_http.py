@@ -8,7 +8,7 @@ import pytest
 
 from devtools.entra import EntraEmulator
 from devtools.functions_host import HostResponse
-from tests.conftest import CLIENT_SECRET, TENANT, Env, assert_problem
+from tests.conftest import API, CLIENT_SECRET, TENANT, Env, assert_problem
 
 Call = Callable[..., HostResponse]
 
@@ -46,7 +46,15 @@ def test_health_reports_unset_caller_auth_and_warnings(env: Env, call: Call) -> 
 def test_health_shows_warnings_when_healthy(env: Env, call: Call) -> None:
     env.set(POWERBI_USERNAME="someone@contoso.com")
     body = call("GET", "/api/health").json()
-    assert [w["setting"] for w in body["warnings"]] == ["POWERBI_USERNAME", "CALLER_AUTH"]
+    assert [w["setting"] for w in body["warnings"]] == ["POWERBI_USERNAME", "CALLER_AUTH"]  # CALLER_AUTH=anonymous
+
+
+def test_health_warns_about_anonymous_callers_only_in_anonymous_mode(env: Env, call: Call) -> None:
+    body = call("GET", "/api/health").json()
+    [warning] = body["warnings"]
+    assert warning["setting"] == "CALLER_AUTH" and "anonymous" in warning["message"]
+    env.set(CALLER_AUTH="jwt", CALLER_JWT_ISSUER=env.entra.issuer(TENANT), CALLER_JWT_AUDIENCE=API)
+    assert call("GET", "/api/health").json()["warnings"] == []
 
 
 @pytest.mark.parametrize(("method", "path", "allow"), [
@@ -110,3 +118,12 @@ def test_request_id_is_on_every_log_record_of_the_request(
 
 def test_unknown_route_is_404(env: Env, call: Call) -> None:
     assert call("GET", "/api/nothing-here").status == 404
+
+
+def test_health_is_not_ok_for_a_password_grant_that_cannot_reach_port_443(env: Env, call: Call) -> None:
+    """What an unprivileged emulator gives: the password grant's user-realm lookup would miss it every time."""
+    env.set(POWERBI_GRANT_TYPE="password", POWERBI_USERNAME="pbi-master@contoso.com", POWERBI_PASSWORD="x-Passw0rd",
+            POWERBI_AUTHORITY_HOST="https://127.0.0.1:8443")
+    problem = assert_problem(call("GET", "/api/health"), 503, "configuration_invalid")
+    [authority] = [p for p in problem["problems"] if p["setting"] == "POWERBI_AUTHORITY_HOST"]
+    assert "port 443" in authority["message"] and authority["severity"] == "error"

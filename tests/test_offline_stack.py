@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -13,6 +15,8 @@ from collections.abc import Iterator
 import pytest
 import requests
 
+from devtools.offline_cli import state_path
+from devtools.offline_stack import OfflineStack, OfflineStackError
 from tests.conftest import ROOT
 
 
@@ -72,3 +76,95 @@ def test_the_offline_stack_runs_in_jwt_mode(stack: list[tuple[subprocess.Popen[s
     assert requests.get(f"{url}/api/token", timeout=10).status_code == 401
     response = requests.get(f"{url}/api/token", headers={"Authorization": f"Bearer {token.group(1)}"}, timeout=10)
     assert response.status_code == 200, response.text
+
+
+# -- stopping: one serve loop, SIGINT/SIGTERM end it and free the port, a busy port is one line --------------
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def stop_and_wait(process: subprocess.Popen[str], sig: signal.Signals) -> tuple[int, float]:
+    """Send ``sig``; the exit code and how long the process took to exit after it."""
+    sent = time.monotonic()
+    process.send_signal(sig)
+    try:
+        code = process.wait(15)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+        raise AssertionError(f"the offline stack ignored {sig.name} for 15 s") from None
+    return code, time.monotonic() - sent
+
+
+@pytest.mark.parametrize("sig, rounds", [(signal.SIGINT, 20), (signal.SIGTERM, 3)], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_stops_the_stack_and_frees_its_port_every_time(sig: signal.Signals, rounds: int) -> None:
+    """Each round starts the stack on the same port, so a round whose predecessor kept the port fails to start."""
+    port = free_port()
+    took: list[float] = []
+    for round_ in range(rounds):
+        process, lines = start_stack_on(port)
+        with requests.Session() as session:  # a keep-alive connection stays open, as a browser's does
+            assert session.get(f"http://127.0.0.1:{port}/api/health", timeout=10).status_code == 200
+            assert state_path(port).is_file()
+            code, seconds = stop_and_wait(process, sig)
+        assert process.stdout is not None
+        rest = process.stdout.read()
+        assert code == 0, f"round {round_}: exit code {code}\n{''.join(lines)}{rest}"
+        assert "Traceback" not in rest, rest
+        assert not state_path(port).exists(), "the --doctor state file outlived the stack"
+        took.append(seconds)
+    print(f"{sig.name}: exited after {max(took):.2f} s at most, {sorted(took)[len(took) // 2]:.2f} s median")
+
+
+def start_stack_on(port: int) -> tuple[subprocess.Popen[str], list[str]]:
+    environ = {k: v for k, v in os.environ.items() if not k.startswith(("POWERBI_", "CALLER_"))}
+    process = subprocess.Popen([sys.executable, "-m", "devtools", "--port", str(port)], cwd=ROOT, env=environ,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert process.stdout is not None
+    lines: list[str] = []
+    for line in process.stdout:
+        lines.append(line)
+        if line.startswith("Try:"):
+            return process, lines
+    process.wait()
+    raise AssertionError(f"the offline stack did not start on port {port}:\n" + "".join(lines))
+
+
+def test_a_busy_port_is_one_line_naming_the_port_option() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run([sys.executable, "-m", "devtools", "--port", str(port)], cwd=ROOT,
+                                capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert result.stdout == ""
+    [line] = result.stderr.splitlines()
+    assert f"port {port} is already in use" in line and "--port" in line
+
+
+def test_the_password_grant_without_port_443_is_refused_at_start() -> None:
+    before = dict(os.environ)
+    stack = OfflineStack(port=0, grant_type="password", entra_port=0)  # what an unprivileged user gets
+    with pytest.raises(OfflineStackError, match=r"password grant cannot work here.*port 443"):
+        stack.start()
+    assert dict(os.environ) == before
+    assert stack.server is None
+
+
+def test_doctor_runs_against_the_running_stack(stack: list[tuple[subprocess.Popen[str], list[str]]]) -> None:
+    stack.append(start_stack())
+    port = base_url(stack[0][1]).rpartition(":")[2]
+    result = subprocess.run(["bash", "scripts/offline-stack.sh", "--port", port, "--doctor", "--json"], cwd=ROOT,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    checks = {check["check"]: check["status"] for check in json.loads(result.stdout)}
+    assert checks["settings"] == "pass" and checks["token"] == "pass", checks
+    assert checks["setting:CALLER_AUTH"] == "warn"  # the stack runs anonymous by default
+    gone = subprocess.run([sys.executable, "-m", "devtools", "--port", str(free_port()), "--doctor"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60)
+    assert gone.returncode == 2 and "no offline stack is running" in gone.stderr

@@ -226,3 +226,14 @@ def test_each_preset_is_overridable_by_its_own_setting() -> None:
 
 def test_unknown_cloud_is_named() -> None:
     assert "USGovHigh" in problems_of({**BASE, "POWERBI_CLOUD": "Mars"})["POWERBI_CLOUD"]
+
+
+def test_the_password_grant_needs_an_authority_on_port_443() -> None:
+    """MSAL's user-realm lookup for the password grant drops the port: any other port fails every request."""
+    environ = {**BASE, "POWERBI_GRANT_TYPE": "password", "POWERBI_USERNAME": "u@contoso.com", "POWERBI_PASSWORD": "p",
+               "POWERBI_AUTHORITY_HOST": "https://login.contoso.test:8443"}
+    assert "port 443" in problems_of(environ)["POWERBI_AUTHORITY_HOST"]
+    on_443 = {**environ, "POWERBI_AUTHORITY_HOST": "https://login.contoso.test:443"}
+    assert load_settings(on_443).grant_type == "password"
+    other_grant = {**BASE, "POWERBI_AUTHORITY_HOST": "https://login.contoso.test:8443"}
+    assert load_settings(other_grant).authority_host == "https://login.contoso.test:8443"

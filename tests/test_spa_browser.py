@@ -1,12 +1,13 @@
-"""The sample SPA (``samples/spa``) in real headless Chromium against the offline stack.
+"""The sample SPA (``samples/spa``) in real headless Chromium against the offline stack, as a person uses it.
 
-MSAL.js signs users in at the Entra ID emulator (authorization code + PKCE), the page calls the broker with
-the user's token, uses the Power BI token as a WireBootstrap data source, embeds the report with
-powerbi-client and renews the embed token before it expires. Chromium trusts exactly the emulators'
-certificate keys (``--ignore-certificate-errors-spki-list``). Two hosts are routed by the test:
-``app.powerbi.com`` (unreachable offline) to :data:`devtools.powerbi_embed_page.REPORT_EMBED_PAGE`, and the
-Power BI emulator's API, forwarded as is with the CORS header Power BI sends (the emulator answers no CORS
-preflight). ``powerbi.embed`` and ``report.setAccessToken`` are spied on by an init script.
+The browser opens the README's bare ``http://localhost:<port>/samples/spa/`` (the page reads the stack's
+``config.json``) with exactly the flags the stack's banner prints (:meth:`OfflineStack.browser_flags`: trust
+the emulators' certificate keys, and send Power BI's embed host to the Power BI emulator); no request is
+routed or rewritten by the test. MSAL.js signs users in at the Entra ID emulator (authorization code + PKCE),
+the page calls the broker with the user's token, calls the Power BI emulator's API directly with the Power BI
+token (a WireBootstrap data source; CORS preflight included), embeds the report with powerbi-client in the
+emulator's embed page, which renders it only for a valid embed token, and renews the embed token before it
+expires. ``powerbi.embed`` and ``report.setAccessToken`` are observed (not changed) by an init script.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import base64
 import hashlib
 import json
 import os
+import shlex
 import shutil
 from collections.abc import Iterator
 from datetime import datetime
@@ -23,7 +25,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import requests
-from playwright.sync_api import Browser, BrowserContext, Page, Route, sync_playwright
+from playwright.sync_api import Browser, BrowserContext, Frame, Page, sync_playwright
 
 from devtools.offline_stack import (
     CLIENT_ID,
@@ -36,7 +38,7 @@ from devtools.offline_stack import (
     WORKSPACE_ID,
     OfflineStack,
 )
-from devtools.powerbi_embed_page import EMBED_HOST, REPORT_EMBED_PAGE
+from devtools.powerbi_embed_page import EMBED_HOST
 from tests.conftest import ROOT
 
 TOKEN_LIFETIME = 16  # seconds, of every Azure AD token; embed tokens never outlive the one that made them
@@ -74,7 +76,8 @@ def stack() -> Iterator[OfflineStack]:
     if missing:
         pytest.fail(f"samples/spa needs its npm packages ({', '.join(missing)} missing): run `npm ci` in samples/spa")
     with OfflineStack(port=0, caller_auth="jwt", token_lifetime=TOKEN_LIFETIME,
-                      extra_settings={"CALLER_RATE_LIMIT_PER_MINUTE": str(RATE_LIMIT)}) as offline:
+                      extra_settings={"CALLER_RATE_LIMIT_PER_MINUTE": str(RATE_LIMIT)},
+                      spa_options={"refreshMarginSeconds": str(REFRESH_MARGIN)}) as offline:
         for username in USERS.values():
             offline.entra.add_user(TENANT_ID, username, "unused-Passw0rd!", roles=[VIEWER_ROLE])
         # The broker reads its settings on first use: build it now, while the stack's settings are exported
@@ -88,49 +91,41 @@ def browser(stack: OfflineStack) -> Iterator[Browser]:
     executable = os.environ.get("BROKER_CHROMIUM_PATH", "/usr/bin/chromium")
     if not shutil.which(executable):
         pytest.fail(f"Chromium not found at {executable} (apt-get install -y chromium, or set BROKER_CHROMIUM_PATH)")
-    trusted = ",".join(stack.browser_spki_hashes())
     with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(
-            executable_path=executable, args=[*CHROMIUM_FLAGS, f"--ignore-certificate-errors-spki-list={trusted}"])
+        chromium = playwright.chromium.launch(executable_path=executable,
+                                              args=[*CHROMIUM_FLAGS, *stack.browser_flags()])
         yield chromium
         chromium.close()
 
 
-class PowerBIGateway:
-    """Forwards the page's Power BI REST calls to the emulator, adding the CORS header; remembers the bearers."""
-
-    def __init__(self, stack: OfflineStack) -> None:
-        self.stack = stack
-        self.bearers: list[str] = []
-
-    def __call__(self, route: Route) -> None:
-        bearer = route.request.headers.get("authorization", "")
-        self.bearers.append(bearer)
-        answer = requests.request(route.request.method, route.request.url, headers={"Authorization": bearer},
-                                  verify=self.stack.ca.ca_bundle_path, timeout=10)
-        route.fulfill(status=answer.status_code, body=answer.content, headers={
-            "Content-Type": answer.headers.get("Content-Type", ""), "Access-Control-Allow-Origin": self.stack.url})
-
-
 @pytest.fixture
-def context(browser: Browser, stack: OfflineStack) -> Iterator[tuple[BrowserContext, PowerBIGateway]]:
-    ctx = browser.new_context(viewport={"width": 1280, "height": 900})
+def context(browser: Browser) -> Iterator[BrowserContext]:
+    ctx = browser.new_context(viewport={"width": 1280, "height": 1000})
     ctx.add_init_script(SPY)
-    ctx.route(f"{EMBED_HOST}/**", lambda route: route.fulfill(status=200, content_type="text/html; charset=utf-8",
-                                                              body=REPORT_EMBED_PAGE))
-    gateway = PowerBIGateway(stack)
-    ctx.route(f"{stack.powerbi.api_url}/**", gateway)
     ctx.set_default_timeout(15_000)
-    yield ctx, gateway
+    yield ctx
     ctx.close()
 
 
+def screenshot(page: Page, name: str) -> None:
+    """A full-page screenshot in artifacts/ (kept by CI), named in the test's output."""
+    path = ROOT / "artifacts" / f"{name}.png"
+    path.parent.mkdir(exist_ok=True)
+    page.screenshot(path=str(path), full_page=True)
+    print(f"screenshot: {path}")
+
+
+def report_frame(page: Page) -> Frame:
+    """The emulated Power BI embed page, framed by powerbi-client."""
+    return next(frame for frame in page.frames if "/reportEmbed" in frame.url)
+
+
 def open_spa(ctx: BrowserContext, stack: OfflineStack, *, username: str | None, clock: bool = False) -> Page:
-    """Open the SPA and, with a ``username``, sign in on the emulator's page; returns once the page settled."""
+    """Open the bare SPA URL and, with a ``username``, sign in on the emulator's page; returns once it settled."""
     page = ctx.new_page()
     if clock:
         page.clock.install()  # time flows as usual until the test moves it
-    page.goto(stack.spa_url(refreshMarginSeconds=str(REFRESH_MARGIN)))
+    page.goto(stack.spa_url())
     page.wait_for_selector("body[data-ready], #problem:not([hidden])")
     if username is not None:
         page.click("#sign-in")
@@ -160,6 +155,14 @@ def set_visibility(page: Page, state: str) -> None:
     }""", state)
 
 
+def header(headers: dict[str, str], name: str) -> str | None:
+    return next((value for key, value in headers.items() if key.lower() == name), None)
+
+
+def page_origin(stack: OfflineStack) -> str:
+    return f"http://localhost:{stack.url.rpartition(':')[2]}"
+
+
 def claims(token: str) -> dict[str, Any]:
     payload = token.split(".")[1]
     return dict(json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))))
@@ -174,15 +177,16 @@ def problem_shown(page: Page, status: int) -> dict[str, str]:
 # -- the happy path -------------------------------------------------------------------------------------------
 
 
-def test_sign_in_token_data_source_and_embed(context: tuple[BrowserContext, PowerBIGateway],
-                                             stack: OfflineStack) -> None:
-    ctx, gateway = context
-    page = ctx.new_page()
-    page.goto(stack.spa_url(refreshMarginSeconds=str(REFRESH_MARGIN)))
+def test_sign_in_token_data_source_and_embed(context: BrowserContext, stack: OfflineStack) -> None:
+    page = context.new_page()
+    page.goto(stack.spa_url())
+    page.wait_for_selector("body[data-ready]")
+    assert page.url == f"http://localhost:{stack.url.rpartition(':')[2]}{SPA_PATH}"  # the README's bare URL
     page.click("#sign-in")
     page.wait_for_url("**/oauth2/v2.0/authorize?**")
     authorize = parse_qs(urlsplit(page.url).query)
     assert authorize["code_challenge_method"] == ["S256"] and authorize["response_type"] == ["code"]
+    assert authorize["client_id"] == [SPA_CLIENT_ID]  # from the stack's config.json, not a query string
     with page.expect_request(lambda r: r.url.endswith("/api/token") and "authorization" in r.headers) as token_call, \
             page.expect_response(lambda r: r.url.endswith("/api/token") and r.status == 200) as token_answer:
         page.click(f"button[value='{USERS['alice']}']")
@@ -195,47 +199,71 @@ def test_sign_in_token_data_source_and_embed(context: tuple[BrowserContext, Powe
     assert scheme == "Bearer" and user["preferred_username"] == USERS["alice"]
     assert user["azp"] == SPA_CLIENT_ID and user["scp"] == "access_as_user" and user["roles"] == [VIEWER_ROLE]
 
-    # The WireBootstrap-style data source sent the broker's Power BI token, and Power BI accepted it.
-    power_bi_token = token_answer.value.json()["accessToken"]
-    assert gateway.bearers == [f"Bearer {power_bi_token}"]
-    assert claims(power_bi_token)["aud"] == "https://analysis.windows.net/powerbi/api"
+    # The WireBootstrap-style data source called the Power BI emulator itself, cross-origin (after a CORS
+    # preflight), with the broker's Power BI token, and Power BI accepted it.
     page.wait_for_selector(f"#data-source-result li[data-report-id='{REPORT_ID}']")
+    power_bi_token = token_answer.value.json()["accessToken"]
+    assert claims(power_bi_token)["aud"] == "https://analysis.windows.net/powerbi/api"
+    from_page = [r for r in stack.powerbi.requests if header(r.headers, "origin") == page_origin(stack)]
+    assert [r.method for r in from_page] == ["OPTIONS", "GET"], [(r.method, r.path) for r in from_page]
+    assert header(from_page[1].headers, "authorization") == f"Bearer {power_bi_token}"
 
-    # powerbi.embed got the report, its embed URL and the broker's embed token, as an embed token.
-    page.wait_for_selector("#events li[data-kind='loaded']")
+    # powerbi.embed got the report, its embed URL (Power BI's host, served by the emulator) and the broker's
+    # embed token; the emulated embed page checked that token and rendered the report.
+    page.wait_for_selector("#events li[data-kind='rendered']")
     [embedded] = spy(page)["embeds"]
     assert embedded["type"] == "report" and embedded["id"] == REPORT_ID
     assert embedded["tokenType"] == EMBED_TOKEN_TYPE
-    assert embedded["embedUrl"].startswith(f"{EMBED_HOST}/reportEmbed?reportId={REPORT_ID}&groupId={WORKSPACE_ID}")
+    embed_url = urlsplit(embedded["embedUrl"])
+    assert (embed_url.scheme, embed_url.hostname, embed_url.path) == ("https", EMBED_HOST, "/reportEmbed")
+    assert (embed_url.port or 443) == stack.powerbi.port
+    assert embed_url.query.startswith(f"reportId={REPORT_ID}&groupId={WORKSPACE_ID}")
     grant = stack.powerbi.embed_token_info(embedded["accessToken"])
     assert grant["reports"] == [REPORT_ID]
-    report_frame = page.frame_locator("#report iframe")
-    assert report_frame.locator("#title").inner_text() == f"Report {REPORT_ID}"
+    frame = page.frame_locator("#report iframe")
+    assert frame.locator("#title").inner_text() == "Sales overview"
+    assert "rendered with an embed token valid until" in frame.locator("#status").inner_text()
+    assert report_frame(page).evaluate("window.powerbiEmbedEmulator.renders.map(r => r.status)") == [200]
     assert page.inner_text("#report-name") == f"Sales overview ({REPORT_ID})"
     assert page.is_hidden("#problem")
-    (ROOT / "artifacts").mkdir(exist_ok=True)
-    page.screenshot(path=str(ROOT / "artifacts" / "spa.png"), full_page=True)
+    # The countdown ticks.
+    before = page.inner_text("#embed-refresh")
+    page.wait_for_function("(before) => document.getElementById('embed-refresh').textContent !== before", arg=before)
+    # "Refresh token now": the broker's answer (its cached embed token while that is fresh) is set on the
+    # report, and the embed page checks it and renders again.
+    page.click("#refresh")
+    page.wait_for_selector("#events li[data-reason='button']")
+    [renewed] = spy(page)["tokens"]
+    assert stack.powerbi.embed_token_info(renewed["token"])["reports"] == [REPORT_ID]
+    report_frame(page).wait_for_function("window.powerbiEmbedEmulator.renders.length === 2")
+    assert report_frame(page).evaluate("window.powerbiEmbedEmulator.renders.map(r => [r.why, r.status])") == [
+        ["load", 200], ["token", 200]]
+    assert "Embed tokens received: 2" in frame.locator("#tokens").inner_text()
+    screenshot(page, "spa-alice")
 
 
-def test_the_embed_token_is_renewed_before_it_expires(context: tuple[BrowserContext, PowerBIGateway],
-                                                      stack: OfflineStack) -> None:
-    ctx, _ = context
-    page = open_spa(ctx, stack, username=USERS["carol"], clock=True)
-    page.wait_for_selector("#events li[data-kind='loaded']")
+def test_the_embed_token_is_renewed_before_it_expires(context: BrowserContext, stack: OfflineStack) -> None:
+    page = open_spa(context, stack, username=USERS["carol"], clock=True)
+    page.wait_for_selector("#events li[data-kind='rendered']")
     first = spy(page)["embeds"][0]["accessToken"]
     first_expires = expiration(stack, first)
 
-    # On the timer, refreshMarginSeconds before expiresOn: a new token, handed over while the old one is valid.
+    # On the timer, refreshMarginSeconds before expiresOn: a new token, handed over while the old one is valid;
+    # the embed page checks it and renders the report with it.
     page.wait_for_selector("#events li[data-reason='timer']", timeout=(TOKEN_LIFETIME + 10) * 1000)
     [renewal] = spy(page)["tokens"]
     assert renewal["token"] != first
     assert renewal["at"] / 1000 < first_expires
     assert expiration(stack, renewal["token"]) > first_expires
-    report_frame = next(f for f in page.frames if f.url.startswith(EMBED_HOST))
-    assert report_frame.evaluate("window.powerbiEmbedEmulator.tokens") == [renewal["token"]]
+    frame = report_frame(page)
+    assert frame.evaluate("window.powerbiEmbedEmulator.tokens") == [renewal["token"]]
+    frame.wait_for_function("window.powerbiEmbedEmulator.renders.length === 2")
+    assert frame.evaluate("window.powerbiEmbedEmulator.renders.map(r => [r.why, r.status])") == [
+        ["load", 200], ["token", 200]]
+    assert "Embed tokens received: 2" in frame.inner_text("#tokens")
 
     # When Power BI says the token expired, the page asks the broker again and sets what it answers.
-    report_frame.evaluate("window.raiseTokenExpired()")
+    frame.evaluate("window.raiseTokenExpired()")
     page.wait_for_selector("#events li[data-reason='TokenExpired']")
     assert len(spy(page)["tokens"]) == 2
 
@@ -249,27 +277,51 @@ def test_the_embed_token_is_renewed_before_it_expires(context: tuple[BrowserCont
     assert page.query_selector("#events li[data-reason='timer'] ~ li[data-reason='timer']") is None
 
 
+def test_the_embed_page_renders_only_for_a_token_that_grants_the_report(stack: OfflineStack) -> None:
+    """What the emulated embed page asks before it draws anything: the emulator's own record of the token."""
+    answer = requests.get(f"{stack.url}/api/reports/{REPORT_ID}/embed",
+                          headers={"Authorization": f"Bearer {stack.user_token()}"}, timeout=10)
+    assert answer.status_code == 200, answer.text
+    token = answer.json()["token"]
+    render = f"{stack.powerbi.base_url}/reportEmbed/render"
+
+    def check(report_id: str, embed_token: str) -> tuple[int, str]:
+        response = requests.post(render, json={"reportId": report_id, "accessToken": embed_token},
+                                 verify=stack.ca.ca_bundle_path, timeout=10)
+        body = response.json()
+        return response.status_code, body.get("reportName") or body["error"]["code"]
+
+    assert check(REPORT_ID, token) == (200, "Sales overview")
+    assert check(REPORT_ID, token + "x") == (403, "InvalidToken")
+    assert check("0ff1ce00-0000-4000-8000-00000000beef", token) == (403, "PowerBINotAuthorizedException")
+    page = requests.get(f"{stack.powerbi.base_url}/reportEmbed", verify=stack.ca.ca_bundle_path, timeout=10)
+    assert page.status_code == 200 and "X-Frame-Options" not in page.headers  # it must be frameable
+
+
 # -- problems: each status shows its message, provoked for real ---------------------------------------------------
 
 
-def test_without_sign_in_the_page_shows_the_401(context: tuple[BrowserContext, PowerBIGateway],
-                                                stack: OfflineStack) -> None:
-    page = open_spa(context[0], stack, username=None)
+def test_the_page_starts_signed_out_and_a_call_then_shows_the_401(context: BrowserContext,
+                                                                  stack: OfflineStack) -> None:
+    page = open_spa(context, stack, username=None)
+    assert page.is_hidden("#problem") and page.is_visible("#hint")
+    assert page.inner_text("#user") == "Not signed in"
+    page.click("#get-token")
     shown = problem_shown(page, 401)
     assert "Sign in to continue" in shown["text"] and shown["code"] == "caller_token_missing"
     assert "Authorization: Bearer" in shown["text"]  # the problem's detail
 
 
-def test_a_user_without_the_role_sees_the_403(context: tuple[BrowserContext, PowerBIGateway],
-                                              stack: OfflineStack) -> None:
-    page = open_spa(context[0], stack, username=NO_ROLE_USER)
+def test_a_user_without_the_role_sees_the_403(context: BrowserContext, stack: OfflineStack) -> None:
+    page = open_spa(context, stack, username=NO_ROLE_USER)
     shown = problem_shown(page, 403)
     assert "Access denied" in shown["text"] and shown["code"] == "caller_missing_role"
     assert spy(page)["embeds"] == []
+    screenshot(page, "spa-bob")
 
 
-def test_too_many_requests_show_the_429(context: tuple[BrowserContext, PowerBIGateway], stack: OfflineStack) -> None:
-    page = open_spa(context[0], stack, username=USERS["dave"])
+def test_too_many_requests_show_the_429(context: BrowserContext, stack: OfflineStack) -> None:
+    page = open_spa(context, stack, username=USERS["dave"])
     for _ in range(RATE_LIMIT + 2):
         page.click("#get-token")
         if page.is_visible("#problem[data-status='429']"):
@@ -279,11 +331,10 @@ def test_too_many_requests_show_the_429(context: tuple[BrowserContext, PowerBIGa
     assert "Try again in" in shown["text"]  # from Retry-After
 
 
-def test_power_bi_refusing_embed_tokens_shows_the_503(context: tuple[BrowserContext, PowerBIGateway],
-                                                      stack: OfflineStack) -> None:
+def test_power_bi_refusing_embed_tokens_shows_the_503(context: BrowserContext, stack: OfflineStack) -> None:
     stack.powerbi.shared_capacity_embed_token_limit = 0  # the demo workspace is on shared capacity
     try:
-        page = open_spa(context[0], stack, username=USERS["erin"])
+        page = open_spa(context, stack, username=USERS["erin"])
         shown = problem_shown(page, 503)
     finally:
         stack.powerbi.shared_capacity_embed_token_limit = type(stack.powerbi).shared_capacity_embed_token_limit
@@ -345,7 +396,26 @@ def test_codes_are_bound_to_pkce_the_redirect_uri_and_the_browser(stack: Offline
     assert logout.status_code == 302 and logout.headers["Location"] == redirect_uri
 
 
-def test_the_banner_names_the_sample_spa(stack: OfflineStack) -> None:
+def test_the_banner_names_the_sample_spa_and_the_browser_the_tests_use(stack: OfflineStack) -> None:
     banner = stack.banner()
-    assert f"Sample SPA: {stack.url}{SPA_PATH}?" in banner
-    assert stack.browser_spki_hashes()[0] in banner
+    port = stack.url.rpartition(":")[2]
+    assert f"Sample SPA: http://localhost:{port}{SPA_PATH}\n" in banner
+    command = stack.chromium_command()
+    assert command in banner and command.endswith(f" http://localhost:{port}{SPA_PATH}")
+    assert all(shlex.quote(flag) in command for flag in stack.browser_flags())  # what the browser fixture uses
+    assert f"workspace {WORKSPACE_ID}" in banner and f"report {REPORT_ID}" in banner
+
+
+def test_the_power_bi_api_answers_cors_only_for_the_sample_origin(stack: OfflineStack) -> None:
+    url = f"{stack.powerbi.api_url}/groups/{WORKSPACE_ID}/reports/{REPORT_ID}"
+    for origin, allowed in ((page_origin(stack), True), ("https://evil.example", False)):
+        preflight = requests.options(url, headers={"Origin": origin, "Access-Control-Request-Method": "GET",
+                                                   "Access-Control-Request-Headers": "authorization"},
+                                     verify=stack.ca.ca_bundle_path, timeout=10)
+        assert preflight.status_code == 204
+        assert preflight.headers.get("Access-Control-Allow-Origin") == (origin if allowed else None)
+        if allowed:
+            assert preflight.headers["Access-Control-Allow-Headers"] == "authorization"
+        answer = requests.get(url, headers={"Origin": origin}, verify=stack.ca.ca_bundle_path, timeout=10)
+        assert answer.status_code == 403  # no token
+        assert answer.headers.get("Access-Control-Allow-Origin") == (origin if allowed else None)

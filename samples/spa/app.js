@@ -5,7 +5,7 @@ import { createAuth } from "./auth.js";
 import { createBroker, describeProblem } from "./broker.js";
 import { createEmbedder } from "./embed.js";
 
-const config = loadConfig();
+let config; // loadConfig() in main()
 const $ = (id) => document.getElementById(id);
 const time = (date) => date.toLocaleTimeString([], { hour12: false });
 
@@ -37,6 +37,7 @@ function showProblem(error) {
 
 function clearProblem() {
   $("problem").hidden = true;
+  $("hint").hidden = true;
 }
 
 function logEvent(text, attributes = {}) {
@@ -109,14 +110,31 @@ async function embedReport(embedder) {
   }
 }
 
+// The embed token's expiry and the next refresh, with a countdown that ticks every second.
+const countdown = { expiresOn: null, refreshAt: null, timer: 0 };
+
+function showCountdown() {
+  const left = (date) => `${time(date)} (in ${Math.max(0, Math.round((date - Date.now()) / 1000))} s)`;
+  if (countdown.expiresOn) $("embed-expires").textContent = left(countdown.expiresOn);
+  if (countdown.refreshAt) $("embed-refresh").textContent = left(countdown.refreshAt);
+}
+
+function startCountdown(expiresOn, refreshAt) {
+  countdown.expiresOn = expiresOn;
+  countdown.refreshAt = refreshAt ?? countdown.refreshAt;
+  showCountdown();
+  if (!countdown.timer) countdown.timer = setInterval(showCountdown, 1000);
+}
+
 async function onEmbedEvent(event) {
   if (event.kind === "embedded") {
     $("report-name").textContent = `${event.report.name} (${event.report.id})`;
-    $("embed-expires").textContent = time(event.expiresOn);
-    logEvent(`embedded with token ${await fingerprint(event.token)}`, { "data-kind": "embedded" });
+    startCountdown(event.expiresOn);
+    logEvent(`embed token ${await fingerprint(event.token)} handed to powerbi-client`, { "data-kind": "embedded" });
   } else if (event.kind === "scheduled") {
-    $("embed-expires").textContent = time(event.expiresOn);
-    $("embed-refresh").textContent = time(event.refreshAt);
+    startCountdown(event.expiresOn, event.refreshAt);
+  } else if (event.kind === "rendered") {
+    logEvent("report rendered", { "data-kind": "rendered" });
   } else if (event.kind === "refreshed") {
     clearProblem();
     logEvent(`${event.reason}: new embed token ${await fingerprint(event.token)}, valid until ${time(event.expiresOn)}`,
@@ -129,6 +147,7 @@ async function onEmbedEvent(event) {
 }
 
 async function main() {
+  config = await loadConfig();
   let auth;
   try {
     auth = await createAuth(config);
@@ -146,7 +165,13 @@ async function main() {
   $("embed").onclick = () => embedReport(embedder);
   $("refresh").onclick = () => embedder.refresh("button");
   $("margin").textContent = `${config.refreshMarginSeconds} s`;
-  if (await getToken(broker)) await embedReport(embedder);
+  // Signed out, the page waits for the user: the broker would only answer 401 (unless CALLER_AUTH lets
+  // anonymous callers in, which "Get token" shows).
+  if (auth.account) {
+    if (await getToken(broker)) await embedReport(embedder);
+  } else {
+    $("hint").hidden = false;
+  }
   document.body.dataset.ready = "true";
 }
 

@@ -1,6 +1,7 @@
-// Settings of the sample. For a real tenant, edit DEFAULTS. Every value can also come from the query string
-// (the offline stack prints such a URL); query values are kept in sessionStorage, because the sign-in redirect
-// comes back to the bare redirect URI without them.
+// Settings of the sample. For a real tenant, edit DEFAULTS or put the same names in a config.json beside
+// index.html (the offline stack serves one for its emulators). Every value can also come from the query string;
+// query values are kept in sessionStorage, because the sign-in redirect comes back to the bare redirect URI
+// without them. Precedence: query string (or the one kept), then config.json, then DEFAULTS.
 
 export const DEFAULTS = Object.freeze({
   // Entra ID: https://login.microsoftonline.com/<tenant id>. Any other host must be trusted by MSAL.js
@@ -20,8 +21,21 @@ export const DEFAULTS = Object.freeze({
 
 const STORAGE_KEY = "powerbi-token-broker-sample-config";
 
-/** The settings: query string, else what an earlier query string left in sessionStorage, else DEFAULTS. */
-export function loadConfig(location = window.location, storage = window.sessionStorage) {
+/** config.json beside the page, or {} when there is none (a 404) or it cannot be read. */
+async function fetchConfigFile() {
+  try {
+    const response = await fetch(new URL("config.json", window.location.href), { cache: "no-store" });
+    if (!response.ok) return {};
+    const values = await response.json();
+    return values && typeof values === "object" ? values : {};
+  } catch {
+    return {};
+  }
+}
+
+/** The settings: query string, else what an earlier query string left in sessionStorage, then config.json. */
+export async function loadConfig(location = window.location, storage = window.sessionStorage) {
+  const file = await fetchConfigFile();
   const query = new URLSearchParams(location.search);
   const fromQuery = {};
   for (const name of Object.keys(DEFAULTS)) {
@@ -38,7 +52,11 @@ export function loadConfig(location = window.location, storage = window.sessionS
       saved = {};
     }
   }
-  const config = { ...DEFAULTS, ...saved };
+  const fromFile = {};
+  for (const name of Object.keys(DEFAULTS)) {
+    if (name in file) fromFile[name] = String(file[name]);
+  }
+  const config = { ...DEFAULTS, ...fromFile, ...saved };
   config.refreshMarginSeconds = Number(config.refreshMarginSeconds) || DEFAULTS.refreshMarginSeconds;
   config.broker = String(config.broker).replace(/\/+$/, "");
   return Object.freeze(config);

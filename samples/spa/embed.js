@@ -73,6 +73,7 @@ export function createEmbedder({ container, broker, refreshMarginSeconds, onEven
         settings: { panes: { filters: { visible: false } } },
       });
       report.on("loaded", () => onEvent({ kind: "loaded" }));
+      report.on("rendered", () => onEvent({ kind: "rendered" }));
       report.on("error", (event) => {
         onEvent({ kind: "error", detail: event.detail });
         if (event.detail?.message === "TokenExpired") refresh("TokenExpired");

@@ -13,6 +13,7 @@ import re
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 from ..support.errors import ConfigurationError, SettingProblem
 from .bootstrap import BOOTSTRAP_SETTINGS, Bootstrap, merge_store, read_bootstrap
@@ -161,6 +162,10 @@ def load_settings(environ: Mapping[str, str], *, store: Mapping[str, str] | None
     # Each preset is overridable setting by setting; an explicit value wins over the cloud's.
     authority_host = (read.https_url("POWERBI_AUTHORITY_HOST", allow_path=False)
                       if read.is_set("POWERBI_AUTHORITY_HOST") else cloud.authority_host)
+    if grant_type == "password" and authority_host and urlsplit(authority_host).port not in (None, 443):
+        read.problem("POWERBI_AUTHORITY_HOST", "the password grant cannot work with an authority on a port other "
+                     "than 443: MSAL's user-realm lookup for it always goes to port 443. Serve the authority on "
+                     "port 443, or use another POWERBI_GRANT_TYPE.")
     api_url = read.https_url("POWERBI_API_URL", allow_path=True) if read.is_set("POWERBI_API_URL") else cloud.api_url
     scope = read.raw("POWERBI_SCOPE") or cloud.scope
     if " " in scope or not scope.endswith("/.default"):
