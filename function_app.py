@@ -38,6 +38,12 @@ def report_embed(req: func.HttpRequest) -> func.HttpResponse:
     return handlers.report_embed(req)
 
 
+@app.route(route="powerbi/{*path}", methods=handlers.ALL_METHODS, auth_level=TOKEN_AUTH_LEVEL)
+def powerbi_proxy(req: func.HttpRequest) -> func.HttpResponse:
+    """Forward allow-listed Power BI REST operations with the broker's token (the caller never holds it)."""
+    return handlers.powerbi_proxy(req)
+
+
 @app.route(route="health", methods=handlers.ALL_METHODS)
 def health(req: func.HttpRequest) -> func.HttpResponse:
     """Report whether the configuration is valid, naming every problem."""

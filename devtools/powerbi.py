@@ -2,7 +2,8 @@
 
 Endpoints (under :attr:`PowerBIEmulator.api_url`, i.e. ``{base_url}/v1.0/myorg``; paths are
 case-insensitive, as in Power BI): ``GET /groups``, ``GET /groups/{id}``, ``GET /groups/{id}/reports/{id}``,
-``GET /groups/{id}/datasets/{id}`` and ``POST /GenerateToken`` (Generate Token V2).
+``GET /groups/{id}/datasets/{id}`` and ``POST /GenerateToken`` (Generate Token V2), plus the operations the
+broker's proxy forwards (:mod:`devtools.powerbi_proxy_routes`).
 
 Every call needs an Azure AD token from the :class:`~devtools.entra.EntraEmulator` for the Power BI
 resource. Like the live service, token problems are 403 with an empty body and an ``X-PowerBI-Error-Info``
@@ -27,6 +28,7 @@ from typing import Any
 from devtools.emulator_server import EmulatorServer, Request, Response, route
 from devtools.entra import EntraEmulator, InvalidAccessToken
 from devtools.powerbi_model import Caller, Dataset, PowerBIError, PowerBIModel, Report, Workspace
+from devtools.powerbi_proxy_routes import PowerBIProxyRoutes
 from devtools.tls import DevCertificateAuthority
 
 __all__ = ["POWERBI_RESOURCE", "PowerBIEmulator", "PowerBIError"]
@@ -44,7 +46,7 @@ _REPORT = re.compile(rf"(?i)/v1\.0/myorg/groups/{_GUID}/reports/{_GUID}")
 _DATASET = re.compile(rf"(?i)/v1\.0/myorg/groups/{_GUID}/datasets/{_GUID}")
 
 
-class PowerBIEmulator(EmulatorServer, PowerBIModel):  # EmulatorServer first: it takes the arguments
+class PowerBIEmulator(EmulatorServer, PowerBIModel, PowerBIProxyRoutes):  # EmulatorServer first: it takes the arguments
     """Power BI REST API emulator over an in-memory tenant. Every public method is thread-safe.
 
     Model: :meth:`add_workspace`, :meth:`add_dataset`, :meth:`add_report`, :meth:`grant`, :meth:`revoke`.
@@ -132,7 +134,8 @@ class PowerBIEmulator(EmulatorServer, PowerBIModel):  # EmulatorServer first: it
                                                    "resubmit with a new access token"}},
                                    {"X-PowerBI-Error-Info": "TokenExpired"}) from None
             raise PowerBIError(403, None, {"X-PowerBI-Error-Info": "InvalidToken"}) from None
-        caller = Caller(str(claims.get("oid", "")).lower(), claims.get("idtyp") == "app", int(claims["exp"]))
+        caller = Caller(str(claims.get("oid", "")).lower(), claims.get("idtyp") == "app", int(claims["exp"]),
+                        str(claims.get("upn") or claims.get("preferred_username") or ""))
         if caller.is_app and not self.service_principals_enabled:
             raise PowerBIError.not_authorized()
         return caller

@@ -19,6 +19,7 @@ from .credentials import ClientCredential, build_client_credential, build_passwo
 from .embed import EmbedService
 from .errors import ConfigurationError, SettingProblem
 from .powerbi_client import PowerBIClient
+from .powerbi_proxy import PowerBIProxy
 from .rate_limit import RateLimiter
 from .settings import Settings
 from .tokens import TokenService
@@ -36,6 +37,7 @@ class Broker:
     callers: CallerAuthenticator
     embed: EmbedService
     rate_limiter: RateLimiter | None = None
+    proxy: PowerBIProxy | None = None  # the Power BI REST proxy (issue 16); None only for hand-built brokers
     settings_source: str = "app settings"
     #: How the token routes were indexed (True: auth level FUNCTION); None when not indexed by function_app.
     indexed_function_key: bool | None = None
@@ -57,7 +59,8 @@ class Broker:
         )
         tokens = TokenService(settings, credential, password=build_password_source(settings))
         embed = EmbedService(settings, tokens, PowerBIClient(settings.api_url, timeout=settings.http_timeout_seconds))
-        broker = cls(settings, credential, tokens, authenticator, embed, limiter, settings_source, indexed_function_key)
+        broker = cls(settings, credential, tokens, authenticator, embed, limiter, PowerBIProxy(settings, tokens),
+                     settings_source, indexed_function_key)
         for problem in broker.problems():
             log.error("Setting %s: %s", problem.setting, problem.message)
         return broker

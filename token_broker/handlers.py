@@ -116,6 +116,14 @@ def _report_embed(req: func.HttpRequest, request_id: str) -> func.HttpResponse:
     return _embed_response(broker.embed.embed(caller, request), request_id)
 
 
+def _powerbi_proxy(req: func.HttpRequest, request_id: str) -> func.HttpResponse:
+    broker = runtime.current_broker()
+    caller = broker.authenticate(req)  # before the path and the body are looked at
+    if broker.proxy is None:
+        raise InternalError("The broker was built without its Power BI proxy.")
+    return broker.proxy.respond(caller, req, request_id)
+
+
 def _health(req: func.HttpRequest, request_id: str) -> func.HttpResponse:
     details = runtime.current().bootstrap.health_details
     try:
@@ -194,6 +202,11 @@ def embed_token(req: func.HttpRequest) -> func.HttpResponse:
 def report_embed(req: func.HttpRequest) -> func.HttpResponse:
     """``GET /api/reports/{reportId}/embed``: the one-report case of ``/api/embed-token``."""
     return _guarded(("GET",), _report_embed, req)
+
+
+def powerbi_proxy(req: func.HttpRequest) -> func.HttpResponse:
+    """``GET|POST /api/powerbi/v1.0/myorg/...``: allow-listed Power BI REST operations, forwarded (issue 16)."""
+    return _guarded(("GET", "POST"), _powerbi_proxy, req)
 
 
 def health(req: func.HttpRequest) -> func.HttpResponse:

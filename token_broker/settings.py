@@ -20,6 +20,7 @@ from .clouds import CLOUD_NAMES, CLOUDS, PUBLIC, Cloud
 from .credential_settings import CREDENTIAL_SETTINGS, CredentialSettings, read_credential_settings
 from .embed_settings import EMBED_SETTINGS, EmbedSettings, read_embed_settings
 from .errors import ConfigurationError, SettingProblem
+from .proxy_settings import PROXY_SETTINGS, ProxySettings, read_proxy_settings
 from .setting_reader import SettingReader, SettingSpec, is_guid
 
 POWERBI_RESOURCE = PUBLIC.powerbi_resource
@@ -46,7 +47,7 @@ POWERBI_SETTINGS: tuple[SettingSpec, ...] = (
 )
 #: Every setting of the contract, in documentation order.
 SETTINGS: tuple[SettingSpec, ...] = (
-    BOOTSTRAP_SETTINGS + POWERBI_SETTINGS + CREDENTIAL_SETTINGS + CALLER_SETTINGS + EMBED_SETTINGS
+    BOOTSTRAP_SETTINGS + POWERBI_SETTINGS + CREDENTIAL_SETTINGS + CALLER_SETTINGS + EMBED_SETTINGS + PROXY_SETTINGS
 )
 SETTING_NAMES = frozenset(spec.name for spec in SETTINGS)
 SECRET_SETTINGS = frozenset(spec.name for spec in SETTINGS if spec.secret)
@@ -70,6 +71,7 @@ class Settings:
     callers: CallerSettings
     credentials: CredentialSettings
     embed: EmbedSettings = field(default_factory=EmbedSettings)
+    proxy: ProxySettings = field(default_factory=ProxySettings)  # the Power BI REST proxy (POWERBI_PROXY_*)
     bootstrap: Bootstrap = field(default_factory=Bootstrap)
     cloud: Cloud = PUBLIC
     username: str | None = None
@@ -153,6 +155,7 @@ def load_settings(environ: Mapping[str, str], *, store: Mapping[str, str] | None
 
     callers = read_caller_settings(read, bootstrap=bootstrap, client_id=client_id, grant_type=grant_type)
     embed = read_embed_settings(read)
+    proxy = read_proxy_settings(read, allowed_workspaces=embed.allowed_workspaces, caller_auth=callers.mode)
 
     errors = [p for p in read.problems if p.severity == "error"]
     if errors or tenant_id is None or client_id is None:
@@ -170,6 +173,7 @@ def load_settings(environ: Mapping[str, str], *, store: Mapping[str, str] | None
         callers=callers,
         credentials=credentials,
         embed=embed,
+        proxy=proxy,
         bootstrap=bootstrap,
         cloud=cloud,
         username=username,
