@@ -35,7 +35,8 @@ class PowerBIProxyRoutes:
     # --------------------------------------------------------------- observation
     def execute_queries_calls(self) -> int:
         """POSTs received by executeQueries (faulted and throttled ones included)."""
-        return sum(1 for r in self.requests if r.method == "POST" and _EXECUTE.fullmatch(r.path))  # type: ignore[attr-defined]
+        recorded: list[Any] = self.requests  # type: ignore[attr-defined]
+        return sum(1 for r in recorded if r.method == "POST" and _EXECUTE.fullmatch(r.path))
 
     # -------------------------------------------------------------------- routes
     @route("GET", rf"{_G}/reports")
@@ -75,8 +76,9 @@ class PowerBIProxyRoutes:
     @route("GET", rf"{_G}/datasets/(?P<dataset>{_ID})/datasources")
     def _datasources(self, request: Request) -> Response:
         dataset: Dataset = self._item(request, "dataset", "dataset")
-        return Response.json({"value": [{"datasourceType": "Sql", "datasourceId": str(uuid.uuid5(
-            uuid.NAMESPACE_URL, dataset.id)), "connectionDetails": {"server": "sql.contoso.com", "database": "Sales"}}]})
+        source_id = str(uuid.uuid5(uuid.NAMESPACE_URL, dataset.id))
+        return Response.json({"value": [{"datasourceType": "Sql", "datasourceId": source_id,
+                                         "connectionDetails": {"server": "sql.contoso.com", "database": "Sales"}}]})
 
     @route("GET", rf"{_G}/datasets/(?P<dataset>{_ID})/parameters")
     def _parameters(self, request: Request) -> Response:
@@ -105,8 +107,8 @@ class PowerBIProxyRoutes:
         user = (impersonated if dataset.rls_roles and isinstance(impersonated, str) and impersonated
                 else caller.username)
         if not query.lstrip().upper().startswith("EVALUATE"):
-            detail = {"code": "DetailsMessage", "detail": {"type": 1, "value": "Query (1, 1) The syntax for "
-                                                                                  "the query is incorrect."}}
+            message = "Query (1, 1) The syntax for the query is incorrect."
+            detail = {"code": "DetailsMessage", "detail": {"type": 1, "value": message}}
             raise PowerBIError(400, {"error": {"code": "DatasetExecuteQueriesError", "pbi.error": {
                 "code": "DatasetExecuteQueriesError", "parameters": {}, "details": [detail]}}})
         series = _SERIES.match(query)

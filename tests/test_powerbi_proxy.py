@@ -66,7 +66,8 @@ def test_every_default_read_operation_is_forwarded_with_the_service_principal_to
         f"groups/{ws}/reports/{report}/pages": f"/v1.0/myorg/groups/{ws}/reports/{report}/pages",
         f"groups/{ws}/datasets": f"/v1.0/myorg/groups/{ws}/datasets",
         f"groups/{ws}/datasets/{dataset}": f"/v1.0/myorg/groups/{ws}/datasets/{dataset}",
-        f"Groups/{ws.upper()}/Datasets/{dataset}/Refreshes?$top=2": f"/v1.0/myorg/groups/{ws}/datasets/{dataset}/refreshes",
+        f"Groups/{ws.upper()}/Datasets/{dataset}/Refreshes?$top=2":
+            f"/v1.0/myorg/groups/{ws}/datasets/{dataset}/refreshes",
     }
     for path, upstream in cases.items():
         powerbi.reset_counters()
@@ -91,7 +92,8 @@ def test_execute_queries_under_client_credentials(proxy_env: Env, entra: EntraEm
     assert response.header("X-Proxy-Cache") == "miss"
     sent = powerbi.requests[-1]
     assert sent.path.endswith("/executeQueries") and upstream_claims(powerbi)["idtyp"] == "app"
-    assert json.loads(sent.raw_body) == {"queries": [{"query": "EVALUATE Sales"}], "serializerSettings": {"includeNulls": True}}
+    expected = {"queries": [{"query": "EVALUATE Sales"}], "serializerSettings": {"includeNulls": True}}
+    assert json.loads(sent.raw_body) == expected
 
 
 def test_rls_dataset_under_client_credentials_is_refused_before_the_query(
@@ -139,7 +141,8 @@ def test_impersonated_user_name_from_a_request_is_refused(env: Env, entra: Entra
     ("PATCH", "groups/{ws}/reports/{report}", 405, "method_not_allowed"),
     ("GET", "groups/{other}/reports", 403, "powerbi_proxy_workspace_not_allowed"),
     ("GET", "groups/{ws}/reports?$filter=name", 400, "powerbi_proxy_query_parameter_not_allowed"),
-    ("GET", "groups/{ws}/datasets/{dataset}/refreshes?$top=all", 400, "powerbi_proxy_query_parameter_not_allowed"),
+    ("GET", "groups/{ws}/datasets/{dataset}/refreshes?$top=all", 400,
+     "powerbi_proxy_query_parameter_not_allowed"),
 ])
 def test_everything_else_is_refused_before_any_upstream_call(
         proxy_env: Env, entra: EntraEmulator, powerbi: PowerBIEmulator, world: World, call: Call,

@@ -247,7 +247,8 @@ class PowerBIProxy:
                 code="powerbi_proxy_identity_required")
         if len(username) > MAX_USERNAME_LENGTH or " " in username:
             raise RequestError("The caller's username cannot be impersonated: Power BI allows a UPN of at most "
-                               f"{MAX_USERNAME_LENGTH} characters and no spaces.", code="powerbi_proxy_identity_invalid")
+                               f"{MAX_USERNAME_LENGTH} characters and no spaces.",
+                               code="powerbi_proxy_identity_invalid")
         return username
 
     # -- the upstream call -----------------------------------------------------------------------------

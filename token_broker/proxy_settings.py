@@ -54,8 +54,9 @@ def read_proxy_settings(read: SettingReader, *, allowed_workspaces: frozenset[st
         given = read.csv("POWERBI_PROXY_OPERATIONS")
         unknown = [g for g in given if g.lower() not in names]
         if unknown:
+            position = given.index(unknown[0]) + 1
             read.problem("POWERBI_PROXY_OPERATIONS", f"POWERBI_PROXY_OPERATIONS names an operation the proxy does not "
-                         f"know (item {given.index(unknown[0]) + 1}); known operations: {', '.join(sorted(OPERATIONS))}.")
+                         f"know (item {position}); known operations: {', '.join(sorted(OPERATIONS))}.")
         operations = frozenset(names[g.lower()] for g in given if g.lower() in names)
     allow_anonymous = read.flag("POWERBI_PROXY_ALLOW_ANONYMOUS")
     settings = ProxySettings(
