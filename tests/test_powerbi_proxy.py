@@ -251,3 +251,20 @@ def test_invalid_proxy_settings_are_named(env: Env, entra: EntraEmulator, powerb
     assert setting in [p["setting"] for p in problem["problems"] if p["severity"] == "error"]
     assert_problem(call("GET", f"{BASE}/groups/{world.sales}/reports", headers=user(entra)), 503,
                    "configuration_invalid")
+
+
+def test_the_doctor_describes_the_proxy_and_warns_about_rls_datasets(
+        env: Env, entra: EntraEmulator, powerbi: PowerBIEmulator, world: World,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from token_broker.doctor import main
+
+    env.set(**proxy_settings(entra, powerbi, world, EMBED_ALLOWED_REPORTS=f"{world.plain_report},{world.rls_report}"))
+    main(["--json"])
+    checks = {c["check"]: c for c in json.loads(capsys.readouterr().out)}
+    assert checks["powerbi_proxy"]["status"] == "pass" and "ExecuteQueriesInGroup" in checks["powerbi_proxy"]["detail"]
+    warning = checks[f"powerbi_proxy:dataset:{world.rls_dataset}"]
+    assert warning["status"] == "warn" and warning["code"] == "powerbi_proxy_rls_not_supported"
+    assert f"powerbi_proxy:dataset:{world.plain_dataset}" not in checks
+    env.set(**embed_settings(entra, powerbi, world, EMBED_ALLOWED_REPORTS=world.rls_report))
+    main(["--json"])
+    assert not [c for c in json.loads(capsys.readouterr().out) if c["check"].startswith("powerbi_proxy")]

@@ -24,6 +24,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from . import proxy_doctor
 from .doctor import FAIL, OK, SKIP, WARN, Check, failed
 from .errors import BrokerError, ConfigurationError, CredentialError, SettingProblem
 
@@ -130,6 +131,7 @@ class Doctor:
             + (f"for {len(embed.allowed_workspaces)} workspace(s)" if embed.enabled else "off"))))
         for problem in settings.warnings:
             self.add(_setting_check(problem))
+        self.results.extend(proxy_doctor.settings_checks(settings))  # the Power BI proxy (issue 16)
         for problem in broker.problems():
             self.add(Check(f"setting:{problem.setting}", FAIL, problem.message, problem.message + " Set it to jwt "
                            "(recommended), easyauth, function_key or anonymous.", "caller_auth_not_configured"))
@@ -312,6 +314,7 @@ class Doctor:
         except BrokerError as err:
             self.add(failed(check, err))
             return
+        self.results.extend(proxy_doctor.dataset_checks(settings, dataset, report.name))  # the Power BI proxy
         if not dataset.requires_identity:
             self.add(Check(check, OK, f"no row-level security (report '{report.name}'): no effective identity "
                            "needed"))
