@@ -6,15 +6,22 @@ as the service documents them. executeQueries (Datasets - Execute Queries In Gro
 a DAX query that does not start with ``EVALUATE`` fails with 400 ``DatasetExecuteQueriesError``; a second
 ``EVALUATE`` gives Power BI's "More than one result table in a query" error with HTTP 200; service
 principals are refused on row-level-security datasets; ``impersonatedUserName`` is honoured on RLS
-datasets and ignored on others. The emulated data: ``EVALUATE GENERATESERIES(1, n)`` returns ``n`` rows
+datasets and ignored on others; like the service, each user (token ``oid``) may make
+:attr:`PowerBIProxyRoutes.queries_per_minute` (120) query requests in any minute, whatever the dataset,
+and gets ``429`` with ``Retry-After`` beyond that (:meth:`reset_query_limits` forgets the counts). The
+emulated data: ``EVALUATE GENERATESERIES(1, n)`` returns ``n`` rows
 ``{"[Value]": i}``; any other query returns one row naming the effective user (``[User]``: the
 impersonated user, else the token's user, ``""`` for a service principal) and the dataset.
 """
 
 from __future__ import annotations
 
+import math
 import re
+import threading
+import time
 import uuid
+from collections import deque
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -31,6 +38,39 @@ MAX_ROWS = 100_000  # Power BI's limit per query (or 1,000,000 values)
 
 class PowerBIProxyRoutes:
     """Mixin of :class:`~devtools.powerbi.PowerBIEmulator` (uses its ``_caller`` and the model's lookups)."""
+
+    #: Power BI's limit of query requests per minute per user (Datasets - Execute Queries In Group).
+    queries_per_minute: int = 120
+    _query_windows: dict[str, deque[float]] | None = None
+    _query_lock = threading.Lock()
+
+    def reset_query_limits(self) -> None:
+        """Forget every user's recent query requests (and the count of refusals)."""
+        with self._query_lock:
+            self._query_windows = {}
+            self._limit_hits = 0
+
+    def query_limit_hits(self) -> int:
+        """executeQueries answered 429 because a user went over :attr:`queries_per_minute`."""
+        return self._limit_hits
+
+    _limit_hits = 0
+
+    def _take_query(self, oid: str) -> Response | None:
+        now = time.monotonic()
+        with self._query_lock:
+            windows = self._query_windows if self._query_windows is not None else {}
+            self._query_windows = windows
+            window = windows.setdefault(oid, deque())
+            while window and window[0] <= now - 60:
+                window.popleft()
+            if len(window) < self.queries_per_minute:
+                window.append(now)
+                return None
+            self._limit_hits += 1
+            wait = max(1, math.ceil(window[0] + 60 - now))
+        return Response.json({"error": {"code": "TooManyRequests", "message": "You have exceeded the amount of "
+                                        "query requests allowed per minute."}}, 429, {"Retry-After": str(wait)})
 
     # --------------------------------------------------------------- observation
     def execute_queries_calls(self) -> int:
@@ -89,6 +129,9 @@ class PowerBIProxyRoutes:
     def _execute_queries(self, request: Request) -> Response:
         caller = self._caller(request)  # type: ignore[attr-defined]
         dataset: Dataset = self._item(request, "dataset", "dataset", caller=caller)
+        limited = self._take_query(caller.oid)
+        if limited is not None:
+            return limited
         try:
             body = request.json()
         except ValueError:

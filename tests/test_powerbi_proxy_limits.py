@@ -196,3 +196,21 @@ def test_a_slow_power_bi_is_bounded_by_the_timeout(env: Env, entra: EntraEmulato
     assert call("GET", f"{BASE}/groups/{world.sales}/reports", headers=user(entra)).status == 200
     powerbi.inject_fault("hang", path_prefix="/v1.0/myorg/groups")
     assert_problem(call("GET", f"{BASE}/groups/{world.sales}/reports", headers=user(entra)), 504, "powerbi_timeout")
+
+
+def test_power_bi_s_own_query_limit_is_passed_through(env: Env, entra: EntraEmulator, powerbi: PowerBIEmulator,
+                                                      world: World, call: Call) -> None:
+    """Power BI's 429 (its 120 queries per minute per user, lowered here) reaches the caller with Retry-After."""
+    env.set(**proxy_settings(entra, powerbi, world, POWERBI_PROXY_QUERY_CACHE_SECONDS="0"))
+    powerbi.reset_query_limits()
+    powerbi.queries_per_minute = 2
+    try:
+        for _ in range(2):
+            assert rows(query(call, user(entra), world.sales, world.plain_dataset))
+        limited = query(call, user(entra), world.sales, world.plain_dataset)
+        problem = assert_problem(limited, 429, "powerbi_throttled")
+        assert 1 <= int(limited.header("Retry-After") or 0) <= 60 and problem["powerBiRequestId"]
+        assert powerbi.query_limit_hits() == 1
+    finally:
+        powerbi.queries_per_minute = PowerBIEmulator.queries_per_minute
+        powerbi.reset_query_limits()
