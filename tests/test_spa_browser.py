@@ -125,12 +125,16 @@ def context(browser: Browser, stack: OfflineStack) -> Iterator[tuple[BrowserCont
     ctx.close()
 
 
-def open_spa(ctx: BrowserContext, stack: OfflineStack, *, username: str | None, clock: bool = False) -> Page:
-    """Open the SPA and, with a ``username``, sign in on the emulator's page; returns once the page settled."""
+def open_spa(ctx: BrowserContext, stack: OfflineStack, *, username: str | None, clock: bool = False,
+             data_mode: str = "token") -> Page:
+    """Open the SPA and, with a ``username``, sign in on the emulator's page; returns once the page settled.
+
+    ``data_mode``: the sample's data call; "token" (the page gets a Power BI token first) unless a test says.
+    """
     page = ctx.new_page()
     if clock:
         page.clock.install()  # time flows as usual until the test moves it
-    page.goto(stack.spa_url(refreshMarginSeconds=str(REFRESH_MARGIN)))
+    page.goto(stack.spa_url(refreshMarginSeconds=str(REFRESH_MARGIN), dataMode=data_mode))
     page.wait_for_selector("body[data-ready], #problem:not([hidden])")
     if username is not None:
         page.click("#sign-in")
@@ -178,7 +182,7 @@ def test_sign_in_token_data_source_and_embed(context: tuple[BrowserContext, Powe
                                              stack: OfflineStack) -> None:
     ctx, gateway = context
     page = ctx.new_page()
-    page.goto(stack.spa_url(refreshMarginSeconds=str(REFRESH_MARGIN)))
+    page.goto(stack.spa_url(refreshMarginSeconds=str(REFRESH_MARGIN), dataMode="token"))  # the alternative
     page.click("#sign-in")
     page.wait_for_url("**/oauth2/v2.0/authorize?**")
     authorize = parse_qs(urlsplit(page.url).query)
@@ -215,6 +219,29 @@ def test_sign_in_token_data_source_and_embed(context: tuple[BrowserContext, Powe
     assert page.is_hidden("#problem")
     (ROOT / "artifacts").mkdir(exist_ok=True)
     page.screenshot(path=str(ROOT / "artifacts" / "spa.png"), full_page=True)
+
+
+def test_the_data_call_goes_through_the_proxy_by_default(context: tuple[BrowserContext, PowerBIGateway],
+                                                         stack: OfflineStack) -> None:
+    """The default data mode: the page never asks for a Power BI token and never calls Power BI itself."""
+    ctx, gateway = context
+    seen: list[str] = []
+    ctx.on("request", lambda request: seen.append(request.url))
+    stack.powerbi.reset_counters()
+    page = ctx.new_page()
+    page.goto(stack.spa_url(refreshMarginSeconds=str(REFRESH_MARGIN)))  # no dataMode: the sample's default
+    page.click("#sign-in")
+    page.click(f"button[value='{USERS['alice']}']")
+    page.wait_for_selector(f"#data-source-result li[data-report-id='{REPORT_ID}'][data-mode='proxy']")
+    page.wait_for_selector("#events li[data-kind='loaded']")  # the report is embedded as before
+    assert page.inner_text("#data-mode").startswith("proxy")
+    assert "/api/powerbi/v1.0/myorg/groups/" in page.inner_text("#data-source")
+    assert gateway.bearers == [], "the page never called Power BI"
+    assert not [url for url in seen if urlsplit(url).path.endswith("/api/token")], "no Power BI token was fetched"
+    assert not page.inner_text("#token-info")
+    upstream = next(r for r in stack.powerbi.requests if r.path.lower().endswith(f"/reports/{REPORT_ID}"))
+    bearer = {k.lower(): v for k, v in upstream.headers.items()}["authorization"].split(" ", 1)[1]
+    assert claims(bearer)["idtyp"] == "app", "the broker called Power BI with its own token"
 
 
 def test_the_embed_token_is_renewed_before_it_expires(context: tuple[BrowserContext, PowerBIGateway],
