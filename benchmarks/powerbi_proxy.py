@@ -96,7 +96,7 @@ def run(ctx: RunContext) -> list[Figure]:
     headers = {u: {"Authorization": f"Bearer {stack.offline.user_token(u)}", "Content-Type": "application/json"}
                for u in users}
     runs = 3 if ctx.quick else 7
-    iterations = 100 if ctx.quick else 1_000
+    iterations = 100 if ctx.quick else 500
     report_url = f"/api/powerbi/v1.0/myorg/groups/{world.workspace_id}/reports/{report}"
     query_url = f"/api/powerbi/v1.0/myorg/groups/{world.workspace_id}/datasets/{dataset}/executeQueries"
     body = json.dumps(QUERY).encode()

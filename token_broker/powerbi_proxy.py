@@ -85,8 +85,6 @@ class PowerBIProxy:
                                      max_entries=self._proxy.query_cache_max_entries, wait_timeout=wait, clock=clock)
         self._metadata: RefreshingCache[_Timed] = RefreshingCache(
             refresh_margin=0, max_entries=4096, wait_timeout=wait, clock=clock, name="Power BI metadata")
-        #: Calls this proxy made to Power BI for callers' operations (metadata lookups not included).
-        self.upstream_calls = 0
 
     @property
     def cached_results(self) -> int:
@@ -271,7 +269,6 @@ class PowerBIProxy:
         access = self._tokens.token_for(caller).value
         headers = {"Authorization": f"Bearer {access}", "Accept": "application/json"}
         limit = self._proxy.max_response_bytes
-        self.upstream_calls += 1
         started = time.monotonic()
         try:
             with self._session.request(method, self._api_url + path, params=params or None, json=json_body,
