@@ -41,7 +41,6 @@ QUICK_FIGURES = {
     "embed.p50",
     "proxy.get.p50",
     "proxy.get.p99",
-    "proxy.get.overhead_p50",
     "proxy.query.powerbi_calls",
     "proxy.query.powerbi_429",
     "memory.rss_after",
