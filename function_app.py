@@ -2,11 +2,9 @@
 
 The logic lives in the ``token_broker`` package; this module is the app's one FunctionRegister.
 Every route accepts every method so that the broker, not the host, answers a wrong method with
-405 and an ``Allow`` header. With ``CALLER_AUTH=function_key`` the token and embed routes are indexed
-with auth level FUNCTION, so the Functions host checks the key before the broker runs; health and the
-OpenAPI description stay anonymous. ``CALLER_AUTH`` is read only from the app settings (never from
-App Configuration), so the auth level the host enforces and the broker's caller mode always agree; if
-they ever did not, the token routes would answer 503.
+405 and ``Allow``. With ``CALLER_AUTH=function_key`` (read from the app settings only) the token, embed
+and proxy routes are indexed with auth level FUNCTION, so the host checks the key first; health and the
+OpenAPI description stay anonymous. Should the level and the broker's caller mode disagree: 503.
 """
 
 import azure.functions as func
@@ -37,6 +35,12 @@ def embed_token(req: func.HttpRequest) -> func.HttpResponse:
 def report_embed(req: func.HttpRequest) -> func.HttpResponse:
     """Issue an embed token and embed URL for one report."""
     return handlers.report_embed(req)
+
+
+@app.route(route="powerbi/{*path}", methods=handlers.ALL_METHODS, auth_level=TOKEN_AUTH_LEVEL)
+def powerbi_proxy(req: func.HttpRequest) -> func.HttpResponse:
+    """Forward allow-listed Power BI REST operations with the broker's token (the caller never holds it)."""
+    return handlers.powerbi_proxy(req)
 
 
 @app.route(route="health", methods=handlers.ALL_METHODS)

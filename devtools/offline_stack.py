@@ -133,7 +133,8 @@ class OfflineStack:
         }
         if self._caller_auth == "jwt":  # the README's recommended setup for a single-page app
             values |= {"CALLER_JWT_ISSUER": self.entra.issuer(TENANT_ID), "CALLER_JWT_AUDIENCE": f"api://{CLIENT_ID}",
-                       "CALLER_REQUIRED_ROLES": VIEWER_ROLE}
+                       "CALLER_REQUIRED_ROLES": VIEWER_ROLE,
+                       "POWERBI_PROXY_ENABLED": "true"}  # the sample SPA's data calls (issue 16)
         if self._grant_type == "password":
             values |= {"POWERBI_USERNAME": MASTER_USER, "POWERBI_PASSWORD": self._user_password}
         return values | self._extra

@@ -2,7 +2,8 @@
 
 Endpoints (under :attr:`PowerBIEmulator.api_url`, i.e. ``{base_url}/v1.0/myorg``; paths are
 case-insensitive, as in Power BI): ``GET /groups``, ``GET /groups/{id}``, ``GET /groups/{id}/reports/{id}``,
-``GET /groups/{id}/datasets/{id}`` and ``POST /GenerateToken`` (Generate Token V2). Browsers: origins in
+``GET /groups/{id}/datasets/{id}`` and ``POST /GenerateToken`` (Generate Token V2), plus the operations the
+broker's proxy forwards (:mod:`devtools.powerbi_proxy_routes`). Browsers: origins in
 :attr:`PowerBIEmulator.cors_origins` get CORS answers (preflights included), as Power BI gives web apps.
 
 The report embed page: ``GET /reportEmbed`` serves :mod:`devtools.powerbi_embed_page`, which speaks
@@ -35,6 +36,7 @@ from devtools.emulator_server import EmulatorServer, Request, Response, route
 from devtools.entra import EntraEmulator, InvalidAccessToken
 from devtools.powerbi_embed_page import REPORT_EMBED_PAGE
 from devtools.powerbi_model import Caller, Dataset, PowerBIError, PowerBIModel, Report, Workspace
+from devtools.powerbi_proxy_routes import PowerBIProxyRoutes
 from devtools.tls import DevCertificateAuthority
 
 __all__ = ["POWERBI_RESOURCE", "PowerBIEmulator", "PowerBIError"]
@@ -52,7 +54,7 @@ _REPORT = re.compile(rf"(?i)/v1\.0/myorg/groups/{_GUID}/reports/{_GUID}")
 _DATASET = re.compile(rf"(?i)/v1\.0/myorg/groups/{_GUID}/datasets/{_GUID}")
 
 
-class PowerBIEmulator(EmulatorServer, PowerBIModel):  # EmulatorServer first: it takes the arguments
+class PowerBIEmulator(EmulatorServer, PowerBIModel, PowerBIProxyRoutes):  # EmulatorServer first: it takes the arguments
     """Power BI REST API emulator over an in-memory tenant. Every public method is thread-safe.
 
     Model: :meth:`add_workspace`, :meth:`add_dataset`, :meth:`add_report`, :meth:`grant`, :meth:`revoke`.
@@ -156,7 +158,8 @@ class PowerBIEmulator(EmulatorServer, PowerBIModel):  # EmulatorServer first: it
                                                    "resubmit with a new access token"}},
                                    {"X-PowerBI-Error-Info": "TokenExpired"}) from None
             raise PowerBIError(403, None, {"X-PowerBI-Error-Info": "InvalidToken"}) from None
-        caller = Caller(str(claims.get("oid", "")).lower(), claims.get("idtyp") == "app", int(claims["exp"]))
+        caller = Caller(str(claims.get("oid", "")).lower(), claims.get("idtyp") == "app", int(claims["exp"]),
+                        str(claims.get("upn") or claims.get("preferred_username") or ""))
         if caller.is_app and not self.service_principals_enabled:
             raise PowerBIError.not_authorized()
         return caller

@@ -73,6 +73,7 @@ class Caller:
     oid: str
     is_app: bool  # idtyp == "app": a service principal rather than a (master) user
     token_exp: int  # the Azure AD token's exp: no embed token may outlive it
+    username: str = ""  # the user's UPN (empty for a service principal): whose rows executeQueries returns
 
 
 @dataclass(frozen=True)

@@ -39,6 +39,10 @@ QUICK_FIGURES = {
     "embed.generate_token_calls",
     "embed.upstream_calls",
     "embed.p50",
+    "proxy.get.p50",
+    "proxy.get.p99",
+    "proxy.query.powerbi_calls",
+    "proxy.query.powerbi_429",
     "memory.rss_after",
     "memory.rss_growth",
     "memory.embed_cached",
@@ -114,6 +118,17 @@ def test_twenty_report_user_pairs_cost_twenty_generate_token_calls(quick_run: Ru
     assert calls["target_met"] is True
     # The sample's pattern calls GenerateToken once per request: 1,000 for the broker's 1,000.
     assert calls["baseline"]["runs"] == [1000] * len(calls["baseline"]["runs"])
+
+
+@pytest.mark.slow
+def test_identical_queries_through_the_proxy_cost_one_power_bi_call(quick_run: Run) -> None:
+    _, document = quick_run
+    figures = _figures(document)
+    calls, throttled = figures["proxy.query.powerbi_calls"], figures["proxy.query.powerbi_429"]
+    assert calls["runs"] == [1] * len(calls["runs"]) and throttled["runs"] == [0] * len(throttled["runs"])
+    # Browsers calling Power BI themselves: every query is a call, and past 120 a minute Power BI says 429.
+    assert calls["baseline"]["runs"] == [1000] * len(calls["baseline"]["runs"])
+    assert throttled["baseline"]["runs"] == [880] * len(throttled["baseline"]["runs"])
 
 
 @pytest.mark.slow

@@ -118,7 +118,7 @@ def test_function_key_mode_is_reflected_in_the_indexed_auth_level(env: Env, entr
                             env=dict(os.environ), timeout=60, check=True)
     outcome = json.loads(result.stdout.strip().splitlines()[-1])
     assert outcome["levels"] == {"token": "FUNCTION", "embed_token": "FUNCTION", "report_embed": "FUNCTION",
-                                 "health": "ANONYMOUS", "openapi": "ANONYMOUS"}
+                                 "powerbi_proxy": "FUNCTION", "health": "ANONYMOUS", "openapi": "ANONYMOUS"}
     assert outcome["statuses"] == [401, 401, 200, 200]
 
 

@@ -90,6 +90,13 @@ OPTIONAL_SETTINGS: dict[str, str] = {
     "EMBED_RLS_CUSTOM_DATA_CLAIM": "depends on the datasets; set after deployment",
     "EMBED_TOKEN_LIFETIME_MINUTES": "tuning; the contract default fits",
     "EMBED_CACHE_MAX_ENTRIES": "tuning; the contract default fits",
+    "POWERBI_PROXY_ENABLED": "the Power BI proxy is off by default (secure by default); turned on after deployment",
+    "POWERBI_PROXY_OPERATIONS": "the contract default (read-only operations) fits; narrowed or widened per app",
+    "POWERBI_PROXY_ALLOW_ANONYMOUS": "off: never deployed open to anonymous callers",
+    "POWERBI_PROXY_QUERY_CACHE_SECONDS": "tuning; the contract default fits",
+    "POWERBI_PROXY_QUERY_CACHE_MAX_ENTRIES": "tuning; the contract default fits",
+    "POWERBI_PROXY_QUERIES_PER_MINUTE": "tuning; the contract default keeps under Power BI's 120 per user",
+    "POWERBI_PROXY_MAX_RESPONSE_BYTES": "tuning; the contract default fits",
     "AZURE_APPCONFIG_LABEL": "the template writes unlabelled key-values",
 }
 

@@ -120,12 +120,16 @@ def report_frame(page: Page) -> Frame:
     return next(frame for frame in page.frames if "/reportEmbed" in frame.url)
 
 
-def open_spa(ctx: BrowserContext, stack: OfflineStack, *, username: str | None, clock: bool = False) -> Page:
-    """Open the bare SPA URL and, with a ``username``, sign in on the emulator's page; returns once it settled."""
+def open_spa(ctx: BrowserContext, stack: OfflineStack, *, username: str | None, clock: bool = False,
+             data_mode: str = "token") -> Page:
+    """Open the SPA and, with a ``username``, sign in on the emulator's page; returns once it settled.
+
+    ``data_mode``: the sample's data call; "token" (the page gets a Power BI token first) unless a test says.
+    """
     page = ctx.new_page()
     if clock:
         page.clock.install()  # time flows as usual until the test moves it
-    page.goto(stack.spa_url())
+    page.goto(stack.spa_url(dataMode=data_mode))
     page.wait_for_selector("body[data-ready], #problem:not([hidden])")
     if username is not None:
         page.click("#sign-in")
@@ -179,9 +183,8 @@ def problem_shown(page: Page, status: int) -> dict[str, str]:
 
 def test_sign_in_token_data_source_and_embed(context: BrowserContext, stack: OfflineStack) -> None:
     page = context.new_page()
-    page.goto(stack.spa_url())
+    page.goto(stack.spa_url(dataMode="token"))  # the alternative data mode: the page holds a Power BI token
     page.wait_for_selector("body[data-ready]")
-    assert page.url == f"http://localhost:{stack.url.rpartition(':')[2]}{SPA_PATH}"  # the README's bare URL
     page.click("#sign-in")
     page.wait_for_url("**/oauth2/v2.0/authorize?**")
     authorize = parse_qs(urlsplit(page.url).query)
@@ -240,6 +243,33 @@ def test_sign_in_token_data_source_and_embed(context: BrowserContext, stack: Off
         ["load", 200], ["token", 200]]
     assert "Embed tokens received: 2" in frame.locator("#tokens").inner_text()
     screenshot(page, "spa-alice")
+
+
+def test_the_data_call_goes_through_the_proxy_by_default(context: BrowserContext, stack: OfflineStack) -> None:
+    """The README's bare URL: the sample's default data mode never asks for a Power BI token and never calls
+    Power BI itself; the broker's proxy calls Power BI with the broker's own token."""
+    seen: list[str] = []
+    context.on("request", lambda request: seen.append(request.url))
+    stack.powerbi.reset_counters()
+    page = context.new_page()
+    page.goto(stack.spa_url())
+    page.wait_for_selector("body[data-ready]")
+    assert page.url == f"http://localhost:{stack.url.rpartition(':')[2]}{SPA_PATH}"  # the README's bare URL
+    page.click("#sign-in")
+    page.wait_for_url("**/oauth2/v2.0/authorize?**")
+    page.click(f"button[value='{USERS['alice']}']")
+    page.wait_for_selector(f"#data-source-result li[data-report-id='{REPORT_ID}'][data-mode='proxy']")
+    page.wait_for_selector("#events li[data-kind='rendered']")  # the report is embedded as before
+    assert page.inner_text("#data-mode").startswith("proxy")
+    assert "/api/powerbi/v1.0/myorg/groups/" in page.inner_text("#data-source")
+    paths = [urlsplit(url).path for url in seen]
+    assert not [p for p in paths if p.endswith("/api/token")], "no Power BI token was fetched"
+    assert not [p for p in paths if "/v1.0/myorg/" in p and not p.startswith("/api/powerbi/")], \
+        "the page never called the Power BI REST API itself"
+    assert not page.inner_text("#token-info")
+    upstream = next(r for r in stack.powerbi.requests if r.path.lower().endswith(f"/reports/{REPORT_ID}"))
+    bearer = {k.lower(): v for k, v in upstream.headers.items()}["authorization"].split(" ", 1)[1]
+    assert claims(bearer)["idtyp"] == "app", "the broker called Power BI with its own token"
 
 
 def test_the_embed_token_is_renewed_before_it_expires(context: BrowserContext, stack: OfflineStack) -> None:

@@ -21,6 +21,7 @@ from .callers.rate_limit import RateLimiter
 from .config.contract import Settings
 from .powerbi.client import PowerBIClient
 from .powerbi.embed import EmbedService
+from .powerbi.proxy import PowerBIProxy
 from .support import redaction
 from .support.errors import ConfigurationError, SettingProblem
 
@@ -36,6 +37,7 @@ class Broker:
     tokens: TokenService
     callers: CallerAuthenticator
     embed: EmbedService
+    proxy: PowerBIProxy
     rate_limiter: RateLimiter | None = None
     settings_source: str = "app settings"
     #: How the token routes were indexed (True: auth level FUNCTION); None when not indexed by function_app.
@@ -64,7 +66,8 @@ class Broker:
         embed = EmbedService(settings.embed, tokens, client, username_claim=settings.callers.username_claim,
                              refresh_margin=settings.token_refresh_margin_seconds,
                              http_timeout=settings.http_timeout_seconds)
-        broker = cls(settings, credential, tokens, authenticator, embed, limiter, settings_source, indexed_function_key)
+        broker = cls(settings, credential, tokens, authenticator, embed, PowerBIProxy(settings, tokens), limiter,
+                     settings_source, indexed_function_key)
         for problem in broker.problems():
             log.error("Setting %s: %s", problem.setting, problem.message)
         return broker

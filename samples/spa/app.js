@@ -76,10 +76,39 @@ async function loadDataSource(token) {
     const response = await fetch(dataSource.Url, { headers: dataSource.Headers });
     if (!response.ok) throw new Error(`Power BI answered HTTP ${response.status}`);
     const report = await response.json();
-    result.replaceChildren(element("li", `${report.name} (dataset ${report.datasetId})`, { "data-report-id": report.id }));
+    result.replaceChildren(element("li", `${report.name} (dataset ${report.datasetId})`,
+                                   { "data-report-id": report.id, "data-mode": "token" }));
   } catch (error) {
     result.replaceChildren(element("li", `Power BI could not be read from this page: ${error.message}`,
                                    { class: "failed" }));
+  }
+}
+
+/**
+ * The same data call through the broker's Power BI proxy (the default): the URL's base is the broker instead of
+ * api.powerbi.com and the bearer is the signed-in user's token for the broker, so no Power BI token reaches the
+ * page. The proxy serves only workspace paths (groups/{id}/...) of the operations the broker allows.
+ */
+async function loadProxyData(broker) {
+  const result = $("data-source-result");
+  if (!config.workspaceId) {
+    result.replaceChildren(element("li", "The proxy needs the workspace id: set workspaceId in config.js.",
+                                   { class: "failed" }));
+    return true;
+  }
+  const path = `/groups/${encodeURIComponent(config.workspaceId)}/reports/${encodeURIComponent(config.reportId)}`;
+  $("data-source").textContent =
+    `const dataSource = {\n  Url: "${config.broker || location.origin}/api/powerbi/v1.0/myorg${path}",\n` +
+    `  Headers: { Authorization: "Bearer " + userAccessToken },  // your token for the broker, not Power BI's\n};`;
+  try {
+    const report = await broker.powerbi(path);
+    clearProblem();
+    result.replaceChildren(element("li", `${report.name} (dataset ${report.datasetId})`,
+                                   { "data-report-id": report.id, "data-mode": "proxy" }));
+    return true;
+  } catch (error) {
+    showProblem(error);
+    return false;
   }
 }
 
@@ -93,7 +122,7 @@ async function getToken(broker) {
       element("dt", "Scope"), element("dd", token.scope),
       element("dt", "Fingerprint"), element("dd", await fingerprint(token.accessToken)),
     );
-    await loadDataSource(token);
+    if (config.dataMode === "token") await loadDataSource(token);
     return true;
   } catch (error) {
     showProblem(error);
@@ -165,10 +194,12 @@ async function main() {
   $("embed").onclick = () => embedReport(embedder);
   $("refresh").onclick = () => embedder.refresh("button");
   $("margin").textContent = `${config.refreshMarginSeconds} s`;
+  $("data-mode").textContent = config.dataMode === "token" ? "token (the alternative)" : "proxy (the default)";
   // Signed out, the page waits for the user: the broker would only answer 401 (unless CALLER_AUTH lets
   // anonymous callers in, which "Get token" shows).
   if (auth.account) {
-    if (await getToken(broker)) await embedReport(embedder);
+    const ready = config.dataMode === "token" ? await getToken(broker) : await loadProxyData(broker);
+    if (ready) await embedReport(embedder);
   } else {
     $("hint").hidden = false;
   }

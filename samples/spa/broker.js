@@ -27,6 +27,8 @@ export function createBroker(config, auth) {
     token: () => call("/api/token"),
     /** GET /api/reports/{id}/embed: { token, tokenId, expiresOn, reports: [{ id, name, embedUrl, ... }] } */
     embed: () => call(`/api/reports/${encodeURIComponent(config.reportId)}/embed${workspace}`),
+    /** GET /api/powerbi/v1.0/myorg{path}: Power BI's answer, fetched by the broker with its own token */
+    powerbi: (path) => call(`/api/powerbi/v1.0/myorg${path}`),
   };
 }
 

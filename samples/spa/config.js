@@ -15,6 +15,10 @@ export const DEFAULTS = Object.freeze({
   reportId: "<report id>",
   workspaceId: "", // empty: the broker's POWERBI_WORKSPACE_ID
   powerbiApiUrl: "https://api.powerbi.com/v1.0/myorg",
+  // How the page reads Power BI data: "proxy" (default) through the broker's /api/powerbi, so the browser never
+  // holds a Power BI token; "token" gets one from /api/token and calls powerbiApiUrl with it (README: "Reading
+  // data without a Power BI token" says when to use which).
+  dataMode: "proxy",
   // The embed token is renewed this long before it expires.
   refreshMarginSeconds: 300,
 });

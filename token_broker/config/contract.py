@@ -21,6 +21,7 @@ from .callers import CALLER_SETTINGS, CallerSettings, read_caller_settings
 from .clouds import CLOUD_NAMES, CLOUDS, PUBLIC, Cloud
 from .credentials import CREDENTIAL_SETTINGS, CredentialSettings, read_credential_settings
 from .embed import EMBED_SETTINGS, EmbedSettings, read_embed_settings
+from .proxy import PROXY_SETTINGS, ProxySettings, read_proxy_settings
 from .reader import SettingReader, SettingSpec, is_guid
 
 POWERBI_RESOURCE = PUBLIC.powerbi_resource
@@ -47,7 +48,7 @@ POWERBI_SETTINGS: tuple[SettingSpec, ...] = (
 )
 #: Every setting of the contract, in documentation order.
 SETTINGS: tuple[SettingSpec, ...] = (
-    BOOTSTRAP_SETTINGS + POWERBI_SETTINGS + CREDENTIAL_SETTINGS + CALLER_SETTINGS + EMBED_SETTINGS
+    BOOTSTRAP_SETTINGS + POWERBI_SETTINGS + CREDENTIAL_SETTINGS + CALLER_SETTINGS + EMBED_SETTINGS + PROXY_SETTINGS
 )
 SETTING_NAMES = frozenset(spec.name for spec in SETTINGS)
 SECRET_SETTINGS = frozenset(spec.name for spec in SETTINGS if spec.secret)
@@ -85,6 +86,7 @@ class Settings:
     callers: CallerSettings
     credentials: CredentialSettings
     embed: EmbedSettings = field(default_factory=EmbedSettings)
+    proxy: ProxySettings = field(default_factory=ProxySettings)  # the Power BI REST proxy (POWERBI_PROXY_*)
     bootstrap: Bootstrap = field(default_factory=Bootstrap)
     cloud: Cloud = PUBLIC
     username: str | None = None
@@ -179,6 +181,7 @@ def load_settings(environ: Mapping[str, str], *, store: Mapping[str, str] | None
 
     callers = read_caller_settings(read, bootstrap=bootstrap, client_id=client_id, grant_type=grant_type)
     embed = read_embed_settings(read)
+    proxy = read_proxy_settings(read, allowed_workspaces=embed.allowed_workspaces, caller_auth=callers.mode)
 
     errors = [p for p in read.problems if p.severity == "error"]
     if errors or tenant_id is None or client_id is None:
@@ -196,6 +199,7 @@ def load_settings(environ: Mapping[str, str], *, store: Mapping[str, str] | None
         callers=callers,
         credentials=credentials,
         embed=embed,
+        proxy=proxy,
         bootstrap=bootstrap,
         cloud=cloud,
         username=username,

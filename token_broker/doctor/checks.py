@@ -30,6 +30,7 @@ from ..support.errors import (
     CredentialError,
     SettingProblem,
 )
+from . import proxy
 from .check import FAIL, OK, SKIP, WARN, Check, failed, unverified_claims
 
 if TYPE_CHECKING:
@@ -123,6 +124,8 @@ class Doctor:
             + (f"for {len(embed.allowed_workspaces)} workspace(s)" if embed.enabled else "off"))))
         for problem in settings.warnings:
             self.add(_setting_check(problem))
+        for proxy_check in proxy.settings_checks(settings):  # the Power BI proxy
+            self.add(proxy_check)
         for problem in broker.problems():
             self.add(Check(f"setting:{problem.setting}", FAIL, problem.message, problem.message + " Set it to jwt "
                            "(recommended), easyauth, function_key or anonymous.", "caller_auth_not_configured"))

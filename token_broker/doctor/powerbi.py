@@ -11,6 +11,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
 from ..support.errors import BrokerError, PowerBINotAuthorizedError, PowerBINotFoundError
+from . import proxy
 from .check import FAIL, OK, SKIP, WARN, Check, failed, unverified_claims
 
 if TYPE_CHECKING:
@@ -104,6 +105,8 @@ class PowerBIChecks:
         except BrokerError as err:
             self._add(failed(check, err))
             return
+        for proxy_check in proxy.dataset_checks(settings, dataset, report.name):  # the Power BI proxy
+            self._add(proxy_check)
         if not dataset.requires_identity:
             self._add(Check(check, OK, f"no row-level security (report '{report.name}'): no effective identity "
                            "needed"))

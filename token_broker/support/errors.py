@@ -329,3 +329,19 @@ class InternalError(BrokerError):
     status = 500
     code = "internal_error"
     title = "Internal error"
+
+
+class ProxyNotEnabledError(BrokerError):
+    """The Power BI REST proxy is off (``POWERBI_PROXY_ENABLED`` is not true): 404, as for a route that is absent."""
+
+    status = 404
+    code = "powerbi_proxy_disabled"
+    title = "The Power BI proxy is not enabled"
+
+
+class ResponseTooLargeError(PowerBIError):
+    """Power BI's answer is larger than ``POWERBI_PROXY_MAX_RESPONSE_BYTES`` (502): nothing of it is passed on."""
+
+    status = 502
+    code = "powerbi_response_too_large"
+    title = "Power BI's answer is too large"

@@ -116,6 +116,21 @@ def _report_embed(req: func.HttpRequest, request_id: str) -> func.HttpResponse:
     return _embed_response(broker.embed.embed(caller, request), request_id)
 
 
+def _powerbi_proxy(req: func.HttpRequest, request_id: str) -> func.HttpResponse:
+    broker = runtime.current_broker()
+    caller = broker.authenticate(req.headers)  # before the path and the body are looked at
+    answer = broker.proxy.respond(
+        caller, method=req.method, route_path=req.route_params.get("path") or "", url=str(req.url),
+        params=dict(req.params), read_body=lambda fields: read_json_object(req, allowed_fields=fields))
+    result = answer.result
+    headers = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff", "X-Request-Id": request_id}
+    if result.request_id:
+        headers["RequestId"] = result.request_id
+    if answer.cache is not None:
+        headers["X-Proxy-Cache"] = answer.cache
+    return func.HttpResponse(result.body, status_code=result.status, headers=headers, mimetype=result.content_type)
+
+
 def _health(req: func.HttpRequest, request_id: str) -> func.HttpResponse:
     details = runtime.current().bootstrap.health_details
     try:
@@ -194,6 +209,11 @@ def embed_token(req: func.HttpRequest) -> func.HttpResponse:
 def report_embed(req: func.HttpRequest) -> func.HttpResponse:
     """``GET /api/reports/{reportId}/embed``: the one-report case of ``/api/embed-token``."""
     return _guarded(("GET",), _report_embed, req)
+
+
+def powerbi_proxy(req: func.HttpRequest) -> func.HttpResponse:
+    """``GET|POST /api/powerbi/v1.0/myorg/...``: allow-listed Power BI REST operations, forwarded (issue 16)."""
+    return _guarded(("GET", "POST"), _powerbi_proxy, req)
 
 
 def health(req: func.HttpRequest) -> func.HttpResponse:
