@@ -49,6 +49,7 @@ PLATFORM_SETTINGS = frozenset({
     "AzureWebJobsStorage__clientId",
     "APPLICATIONINSIGHTS_CONNECTION_STRING",  # where telemetry goes (ingestion needs Entra ID: local auth is off)
     "APPLICATIONINSIGHTS_AUTHENTICATION_STRING",  # telemetry authenticated with the managed identity
+    "PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY",  # the worker exports OpenTelemetry to Application Insights
     "AZURE_CLIENT_ID",  # the user-assigned identity azure-identity uses
     "PYTHON_THREADPOOL_THREAD_COUNT",  # the Python worker's threads, matched to the HTTP concurrency
 })
@@ -372,6 +373,20 @@ def test_runtime_storage_and_telemetry_use_the_managed_identity() -> None:
     assert settings["AzureWebJobsStorage__credential"] == "managedidentity"
     assert settings["APPLICATIONINSIGHTS_AUTHENTICATION_STRING"] == "ClientId=${identityClientId};Authorization=AAD"
     assert not {"AzureWebJobsStorage", "AzureWebJobsStorage__connectionString"} & bicep_app_settings()
+
+
+def test_the_worker_exports_opentelemetry_with_entra_authentication() -> None:
+    """docs/OPERATIONS.md: the worker's Azure Monitor distro (enabled by the app setting, installed from
+    requirements.txt) authenticates with the user-assigned identity; the host exports OpenTelemetry too."""
+    settings = dict(object_items(parsed(module_file("api"))["variables"]["platformAppSettings"]["value"]))
+    assert settings["PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY"] == "true"
+    assert settings["APPLICATIONINSIGHTS_AUTHENTICATION_STRING"] == "ClientId=${identityClientId};Authorization=AAD"
+    host = json.loads((ROOT / "host.json").read_text(encoding="utf-8"))
+    assert host["telemetryMode"] == "OpenTelemetry"
+    requirements = (ROOT / "requirements.txt").read_text(encoding="utf-8")
+    assert "\nazure-monitor-opentelemetry==" in requirements and "\nopentelemetry-api==" in requirements
+    _, _, insights = one("Microsoft.Insights/components")
+    assert get(insights, "properties", "DisableLocalAuth") is True
 
 
 def test_runtime_storage_is_blob_only_like_the_roles() -> None:
