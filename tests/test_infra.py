@@ -1112,9 +1112,9 @@ def _broker_instruments() -> set[str]:
 
 
 def _broker_attributes() -> set[str]:
-    from tests.test_telemetry import ALLOWED_ATTRIBUTES
+    from token_broker.support.telemetry import ATTRIBUTES
 
-    return set(ALLOWED_ATTRIBUTES)
+    return set(ATTRIBUTES)
 
 
 def _observability() -> dict[str, Any]:

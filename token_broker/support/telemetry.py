@@ -35,6 +35,12 @@ SUPPORT_IDS = {
     "aadCorrelationId": "token_broker.entra.correlation_id",
     "aadTraceId": "token_broker.entra.trace_id",
 }
+#: Every attribute the broker exports (docs/OPERATIONS.md); tests/test_telemetry.py checks nothing else appears.
+ATTRIBUTES = frozenset({
+    "http.request.method", "http.route", "http.response.status_code", "error.type", "token_broker.problem.code",
+    "token_broker.cache", "token_broker.cache.result", "token_broker.upstream", "token_broker.upstream.operation",
+    "token_broker.upstream.outcome", *SUPPORT_IDS.values(),
+})
 
 _lock = threading.Lock()
 _instruments: _Instruments | None = None
