@@ -19,7 +19,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 SCOPE = "token_broker"
@@ -105,17 +105,36 @@ class RequestRecord:
         self.code: str | None = None
 
 
-@contextmanager
-def request(method: str, route: str, headers: Mapping[str, str]) -> Iterator[RequestRecord]:
+class _Discarded:
+    """The context manager of a call nobody records: as cheap as a ``with`` can be (the request path)."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    def __enter__(self) -> Any:
+        return self.value
+
+    def __exit__(self, *exc_info: object) -> None:
+        return None
+
+
+_NO_REQUEST = _Discarded(RequestRecord("", None))  # its fields are written, never read
+
+
+def request(method: str, route: str, headers: Mapping[str, str]) -> AbstractContextManager[RequestRecord]:
     """One request: a span continuing the caller's or host's trace, and the request metrics at the end.
 
     The parent is the current span when the worker has attached the host's trace context (telemetry on
     in Azure); otherwise the W3C ``traceparent`` in ``headers``.
     """
     found = _loaded()
-    if found is None:
-        yield RequestRecord(route, None)
-        return
+    return _NO_REQUEST if found is None else _request(found, method, route, headers)
+
+
+@contextmanager
+def _request(found: _Instruments, method: str, route: str, headers: Mapping[str, str]) -> Iterator[RequestRecord]:
     trace = found.trace
     current = trace.get_current_span().get_span_context()
     parent = None
@@ -180,20 +199,21 @@ class UpstreamCall:
             self.span.set_attribute(SUPPORT_IDS[name], value[:64])
 
 
-_DISABLED = UpstreamCall(None, {})
+_NO_CALL = _Discarded(UpstreamCall(None, {}))  # its fields are written, never read
 
 
-@contextmanager
-def upstream_call(upstream: str, operation: str) -> Iterator[UpstreamCall]:
+def upstream_call(upstream: str, operation: str) -> AbstractContextManager[UpstreamCall]:
     """A child span (kind CLIENT) and the upstream metrics around one call to ``upstream``.
 
     The outcome is ``success``, or ``error`` with ``error.type`` the broker's problem code (or the exception
     class); a :class:`~token_broker.support.errors.BrokerError` also contributes its support ids.
     """
     found = _loaded()
-    if found is None:
-        yield _DISABLED
-        return
+    return _NO_CALL if found is None else _upstream_call(found, upstream, operation)
+
+
+@contextmanager
+def _upstream_call(found: _Instruments, upstream: str, operation: str) -> Iterator[UpstreamCall]:
     attributes: dict[str, Any] = {"token_broker.upstream": upstream, "token_broker.upstream.operation": operation}
     started = time.perf_counter()
     with found.tracer.start_as_current_span(f"{upstream} {operation}", kind=found.trace.SpanKind.CLIENT,
