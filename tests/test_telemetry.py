@@ -84,6 +84,14 @@ class Telemetry:
 _TELEMETRY: list[Telemetry] = []
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _stop_keeping_spans() -> Iterator[None]:
+    """After this module the providers stay (OpenTelemetry sets them once); the exporter stops keeping spans."""
+    yield
+    for found in _TELEMETRY:
+        found.spans.shutdown()
+
+
 @pytest.fixture
 def otel() -> Iterator[Telemetry]:
     if not _TELEMETRY:
@@ -159,11 +167,14 @@ def test_problem_codes_and_the_entra_correlation_id(otel: Telemetry, env: Env, e
     response = call("GET", "/api/token")
     assert response.status == 502
     assert call("DELETE", "/api/token").status == 405
+    with telemetry.request("PROPFIND", "/api/token", {}) as record:  # the host answers 404 before the broker
+        record.status = 405
 
     assert delta("token_broker.requests", http__route="/api/token", http__response__status_code=502,
                  token_broker__problem__code="aad_client_secret_expired") == 1
     assert delta("token_broker.requests", http__route="/api/token", http__response__status_code=405,
-                 token_broker__problem__code="method_not_allowed") == 1
+                 token_broker__problem__code="method_not_allowed", http__request__method="DELETE") == 1
+    assert delta("token_broker.requests", http__request__method="_OTHER", http__response__status_code=405) == 1
     assert delta("token_broker.upstream.calls", token_broker__upstream="entra", token_broker__upstream__outcome="error",
                  error__type="aad_client_secret_expired") == 1
     entra_span = by_name(otel.spans.get_finished_spans(), "entra client_credentials")[0]

@@ -24,6 +24,8 @@ from typing import Any
 
 SCOPE = "token_broker"
 _W3C_HEADERS = ("traceparent", "tracestate")
+#: Methods kept as they are in attributes; any other becomes ``_OTHER`` (semantic conventions: bounded cardinality).
+_METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"})
 _ERROR = "error"
 #: Upstream services, as the ``token_broker.upstream`` attribute names them.
 UPSTREAMS = ("entra", "keyvault", "managed_identity", "azure_cli", "app_configuration", "powerbi")
@@ -136,6 +138,7 @@ def request(method: str, route: str, headers: Mapping[str, str]) -> AbstractCont
 @contextmanager
 def _request(found: _Instruments, method: str, route: str, headers: Mapping[str, str]) -> Iterator[RequestRecord]:
     trace = found.trace
+    method = method if method in _METHODS else "_OTHER"
     current = trace.get_current_span().get_span_context()
     parent = None
     kind = trace.SpanKind.INTERNAL  # the worker attached the host's invocation context: the host's span is the server's
