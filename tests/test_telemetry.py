@@ -379,3 +379,22 @@ def test_request_counts_by_status(otel: Telemetry, env: Env, call: Call) -> None
     assert statuses == Counter({200: 3})
     assert delta("token_broker.requests", http__route="/api/health", http__response__status_code=200) == 2
     assert delta("token_broker.requests", http__route="/api/openapi.json") == 1
+
+
+def test_under_the_worker_the_request_span_is_a_child_of_the_hosts_span(otel: Telemetry, env: Env, call: Call) -> None:
+    """The worker attaches the host's invocation trace context before calling a function (its
+    configure_opentelemetry); the broker's span then nests under the host's request span, whatever the
+    caller's own traceparent header says."""
+    from opentelemetry import context
+    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+    host_traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    token = context.attach(TraceContextTextMapPropagator().extract({"traceparent": host_traceparent}))
+    try:
+        assert call("GET", "/api/token", headers={"traceparent": TRACEPARENT}).status == 200
+    finally:
+        context.detach(token)
+    span = by_name(otel.spans.get_finished_spans(), "GET /api/token")[0]
+    assert span.kind == trace.SpanKind.INTERNAL and span.parent is not None
+    assert f"{span.context.trace_id:032x}" == host_traceparent.split("-")[1]
+    assert span.parent.span_id == int(host_traceparent.split("-")[2], 16)
