@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 #: SDKs the import of the app must not load (the brief of the cold-start figure).
-HEAVY_SDKS = ("msal", "azure.identity", "azure.keyvault", "azure.appconfiguration")
+HEAVY_SDKS = ("msal", "azure.identity", "azure.keyvault", "azure.appconfiguration", "opentelemetry", "azure.monitor")
 #: Also deferred, reported but not counted: PyJWT (jwt callers), cryptography (certificates), azure-core.
 ALSO_DEFERRED = ("jwt", "cryptography", "azure.core")
 _TOP_PACKAGES_SHOWN = 8

@@ -52,6 +52,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--token-lifetime", type=int, default=3600,
                         help="lifetime of Azure AD tokens, seconds (embed tokens never outlive them)")
     parser.add_argument("--latency", type=float, default=0.0, help="emulator latency per request, seconds")
+    parser.add_argument("--metrics", type=float, metavar="SECONDS",
+                        help="print a one-line summary of the broker's OpenTelemetry metrics every SECONDS "
+                             "(docs/OPERATIONS.md)")
     parser.add_argument("--doctor", nargs=argparse.REMAINDER, metavar="DOCTOR_ARGS",
                         help="instead of starting a stack: run 'python -m token_broker doctor' against the stack "
                              "running on --port (put --port before --doctor; the rest, e.g. --json, goes to doctor)")
@@ -72,6 +75,11 @@ def main(argv: list[str] | None = None) -> int:
                          token_lifetime=args.token_lifetime, latency=args.latency,
                          cors_origins=tuple(host_settings.cors_origins))
     stop = threading.Event()
+    if args.metrics:
+        from devtools import metrics
+
+        metrics.print_every(metrics.install(), args.metrics, stop,
+                            lambda line: print(f"metrics: {line}", flush=True))
 
     def on_signal(_signum: int, _frame: FrameType | None) -> None:
         stop.set()

@@ -59,6 +59,12 @@ param environmentName string
 })
 param location string
 
+@description('Resource id of an existing action group the alert rules notify (docs/OPERATIONS.md). Empty: none.')
+param alertActionGroupId string = ''
+
+@description('E-mail address for a new action group the alert rules notify. Empty: no action group is created.')
+param alertEmailAddress string = ''
+
 @description('Object id of the user or service principal running azd (AZURE_PRINCIPAL_ID). It gets the data-plane roles the postprovision hook and App Configuration need, and owns the app registrations. Empty: none.')
 param principalId string = ''
 
@@ -212,6 +218,20 @@ module monitoring 'app/monitoring.bicep' = {
   params: {
     logAnalyticsName: '${abbrs.operationalInsightsWorkspaces}${resourceToken}'
     applicationInsightsName: '${abbrs.insightsComponents}${resourceToken}'
+    location: location
+    tags: tags
+  }
+}
+
+// The workbook and alert rules over the broker's OpenTelemetry metrics and spans (docs/OPERATIONS.md).
+module observability 'app/observability.bicep' = {
+  name: 'observability'
+  scope: rg
+  params: {
+    applicationInsightsName: monitoring.outputs.applicationInsightsName
+    actionGroupName: '${abbrs.insightsActionGroups}${resourceToken}'
+    alertActionGroupId: alertActionGroupId
+    alertEmailAddress: alertEmailAddress
     location: location
     tags: tags
   }

@@ -49,6 +49,7 @@ PLATFORM_SETTINGS = frozenset({
     "AzureWebJobsStorage__clientId",
     "APPLICATIONINSIGHTS_CONNECTION_STRING",  # where telemetry goes (ingestion needs Entra ID: local auth is off)
     "APPLICATIONINSIGHTS_AUTHENTICATION_STRING",  # telemetry authenticated with the managed identity
+    "PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY",  # the worker exports OpenTelemetry to Application Insights
     "AZURE_CLIENT_ID",  # the user-assigned identity azure-identity uses
     "PYTHON_THREADPOOL_THREAD_COUNT",  # the Python worker's threads, matched to the HTTP concurrency
 })
@@ -379,6 +380,20 @@ def test_runtime_storage_and_telemetry_use_the_managed_identity() -> None:
     assert settings["AzureWebJobsStorage__credential"] == "managedidentity"
     assert settings["APPLICATIONINSIGHTS_AUTHENTICATION_STRING"] == "ClientId=${identityClientId};Authorization=AAD"
     assert not {"AzureWebJobsStorage", "AzureWebJobsStorage__connectionString"} & bicep_app_settings()
+
+
+def test_the_worker_exports_opentelemetry_with_entra_authentication() -> None:
+    """docs/OPERATIONS.md: the worker's Azure Monitor distro (enabled by the app setting, installed from
+    requirements.txt) authenticates with the user-assigned identity; the host exports OpenTelemetry too."""
+    settings = dict(object_items(parsed(module_file("api"))["variables"]["platformAppSettings"]["value"]))
+    assert settings["PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY"] == "true"
+    assert settings["APPLICATIONINSIGHTS_AUTHENTICATION_STRING"] == "ClientId=${identityClientId};Authorization=AAD"
+    host = json.loads((ROOT / "host.json").read_text(encoding="utf-8"))
+    assert host["telemetryMode"] == "OpenTelemetry"
+    requirements = (ROOT / "requirements.txt").read_text(encoding="utf-8")
+    assert "\nazure-monitor-opentelemetry==" in requirements and "\nopentelemetry-api==" in requirements
+    _, _, insights = one("Microsoft.Insights/components")
+    assert get(insights, "properties", "DisableLocalAuth") is True
 
 
 def test_runtime_storage_is_blob_only_like_the_roles() -> None:
@@ -1089,3 +1104,82 @@ def test_easy_auth_is_configured_for_easyauth() -> None:
         assert deployment.api_params["easyAuthClientId"] == expected_client
         assert deployment.api_params["easyAuthAllowedAudiences"][0] == expected_client
         assert deployment.api_params["easyAuthIssuer"] == f"https://login.microsoftonline.com/{TENANT}/v2.0"
+
+
+# -- the workbook and the alert rules (infra/app/observability.bicep, docs/OPERATIONS.md) ------------------------
+
+_KQL_METRIC = re.compile(r'name == "(token_broker\.[a-z_.]+)"')
+_KQL_DIMENSION = re.compile(r'customDimensions\["([a-z_.]+)"\]')
+
+
+def _broker_instruments() -> set[str]:
+    """The instrument names token_broker/support/telemetry.py creates."""
+    source = (ROOT / "token_broker" / "support" / "telemetry.py").read_text(encoding="utf-8")
+    return set(re.findall(r'create_(?:counter|histogram)\(\s*"([a-z_.]+)"', source))
+
+
+def _broker_attributes() -> set[str]:
+    from token_broker.support.telemetry import ATTRIBUTES
+
+    return set(ATTRIBUTES)
+
+
+def _observability() -> dict[str, Any]:
+    return parsed(module_file("observability"))
+
+
+def _kql_texts() -> list[str]:
+    variables = _observability()["variables"]
+    texts = [v["value"] for v in variables.values() if isinstance(v["value"], str) and "customMetrics" in v["value"]]
+    texts += [v["value"] for v in variables.values() if isinstance(v["value"], str) and "dependencies" in v["value"]]
+    texts += [q["query"] for q in variables["workbookQueries"]["value"]]
+    return texts
+
+
+def test_alert_rules_cover_the_issue_and_notify_the_action_group_parameter() -> None:
+    observability = _observability()
+    alerts = observability["variables"]["alerts"]["value"]
+    assert {a["name"] for a in alerts} == {"server-errors", "azure-ad-errors", "powerbi-throttled", "keyvault-failures"}
+    variables = observability["variables"]
+    for alert in alerts:
+        query = variables[alert["query"]]["value"]
+        assert f"{alert['measure']} =" in query, f"{alert['name']}: the query never computes {alert['measure']}"
+        assert "docs/OPERATIONS.md#alert-" in alert["description"]
+    rules = observability["resources"]["alertRules"]
+    body = unwrap(rules["config"])
+    assert rules["type"] == "Microsoft.Insights/scheduledQueryRules" and body["kind"] == "LogAlert"
+    assert get(body, "properties", "actions", "actionGroups") == "actionGroupIds"
+    assert "applicationInsights" in references(get(body, "properties", "scopes"))
+    assert get(body, "properties", "severity") == "alertSeverity" and get(body, "properties", "enabled") is True
+    group_ids = references(variables["actionGroupIds"]["value"])
+    assert {"alertActionGroupId", "alertEmailAddress", "actionGroup"} <= group_ids
+    main = parsed(MAIN)
+    params = unwrap(main["modules"]["observability"]["config"])["params"]
+    assert params["alertActionGroupId"] == "alertActionGroupId" and params["alertEmailAddress"] == "alertEmailAddress"
+    assert parameters_file()["alertActionGroupId"]["value"] == "${ALERT_ACTION_GROUP_ID=}"
+
+
+def test_the_workbook_charts_what_the_issue_asks() -> None:
+    observability = _observability()
+    titles = [q["title"] for q in observability["variables"]["workbookQueries"]["value"]]
+    for wanted in ("Cache hit ratio", "Upstream latency percentiles", "Problem codes over time", "Embed tokens"):
+        assert any(title.startswith(wanted) for title in titles), wanted
+    workbook = observability["resources"]["workbook"]
+    body = unwrap(workbook["config"])
+    assert workbook["type"] == "Microsoft.Insights/workbooks" and body["kind"] == "shared"
+    assert function_name(body["name"]) == "guid"  # a workbook's resource name must be a GUID
+    assert function_name(get(body, "properties", "serializedData")) == "string"
+    assert "applicationInsights" in references(get(body, "properties", "sourceId"))
+
+
+def test_every_metric_and_dimension_the_queries_read_is_one_the_broker_exports() -> None:
+    """Cross-feature: a renamed instrument or attribute would silently empty a chart or mute an alert."""
+    instruments, attributes = _broker_instruments(), _broker_attributes()
+    assert {"token_broker.requests", "token_broker.upstream.calls", "token_broker.cache.lookups"} <= instruments
+    texts = _kql_texts()
+    assert len(texts) >= 9
+    for text in texts:
+        assert set(_KQL_METRIC.findall(text)) <= instruments, text
+        assert set(_KQL_DIMENSION.findall(text)) <= attributes, text
+    problem_codes = set(re.findall(r'code = "([a-z_]+)"', (ROOT / "token_broker/support/errors.py").read_text()))
+    assert any(code.startswith("aad_") for code in problem_codes)  # the aad_* alert has codes to match

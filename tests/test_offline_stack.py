@@ -168,3 +168,45 @@ def test_doctor_runs_against_the_running_stack(stack: list[tuple[subprocess.Pope
     gone = subprocess.run([sys.executable, "-m", "devtools", "--port", str(free_port()), "--doctor"], cwd=ROOT,
                           capture_output=True, text=True, timeout=60)
     assert gone.returncode == 2 and "no offline stack is running" in gone.stderr
+
+
+def test_the_metrics_summary_moves_with_requests(stack: list[tuple[subprocess.Popen[str], list[str]]]) -> None:
+    """``python -m devtools --metrics 0.2``: the SDK in the devtools process, one summary line per interval."""
+    stack.append(start_stack("--metrics", "0.2"))
+    process, lines = stack[0]
+    url = base_url(lines)
+    for _ in range(3):
+        assert requests.get(f"{url}/api/token", timeout=10).status_code == 200
+    assert process.stdout is not None
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        if line.startswith("metrics: ") and "requests 3 [200:3]" in line:
+            assert "cache hits 67% of 3" in line and "upstream entra 2" in line, line
+            return
+    raise AssertionError("no metrics line counted the three requests")
+
+
+def test_the_summary_line_reads_the_brokers_instruments() -> None:
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    from devtools.metrics import summary_line
+
+    reader = InMemoryMetricReader()
+    meter = MeterProvider(metric_readers=[reader]).get_meter("test")  # a private provider: not the global one
+    assert summary_line(reader.get_metrics_data()).startswith("requests 0 [-] | cache hits -")
+    requests_counter = meter.create_counter("token_broker.requests")
+    requests_counter.add(2, {"http.response.status_code": 200})
+    requests_counter.add(1, {"http.response.status_code": 429})
+    lookups = meter.create_counter("token_broker.cache.lookups")
+    lookups.add(3, {"token_broker.cache.result": "hit"})
+    lookups.add(1, {"token_broker.cache.result": "miss"})
+    duration = meter.create_histogram("token_broker.upstream.duration")
+    duration.record(0.010, {"token_broker.upstream": "powerbi", "token_broker.upstream.outcome": "success"})
+    duration.record(0.030, {"token_broker.upstream": "powerbi", "token_broker.upstream.outcome": "error"})
+    meter.create_counter("token_broker.embed_tokens.minted").add(4)
+    meter.create_counter("token_broker.rate_limited").add(1)
+    assert summary_line(reader.get_metrics_data()) == (
+        "requests 3 [200:2 429:1] | cache hits 75% of 4 | upstream powerbi 2 (20 ms mean, 1 failed) | "
+        "embed tokens 4 | rate limited 1")

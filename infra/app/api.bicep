@@ -167,6 +167,10 @@ var platformAppSettings = {
   AzureWebJobsStorage__clientId: identityClientId
   APPLICATIONINSIGHTS_CONNECTION_STRING: applicationInsights.properties.ConnectionString
   APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'ClientId=${identityClientId};Authorization=AAD'
+  // The Python worker configures the Azure Monitor OpenTelemetry distro (azure-monitor-opentelemetry in
+  // requirements.txt) before loading the app, so the broker's OpenTelemetry metrics and spans are exported;
+  // host.json's telemetryMode OpenTelemetry makes the host export the same way (docs/OPERATIONS.md).
+  PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY: 'true'
   // Which identity the broker uses for Key Vault, App Configuration and federation.
   AZURE_CLIENT_ID: identityClientId
   // Python worker threads for synchronous functions (not in the Flex deprecation table; 32 is its maximum).

@@ -15,6 +15,7 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 from ..config.identity import AppIdentity
+from ..support import telemetry
 from ..support.errors import ManagedIdentityUnavailableError
 
 if TYPE_CHECKING:
@@ -59,6 +60,8 @@ class _NamedFailures:
     def __init__(self, inner: Any, identity: AppIdentity) -> None:
         self._inner = inner
         self._identity = identity
+        # azure-identity answers from its own token cache when it can; the span's duration tells which.
+        self._upstream = "managed_identity" if identity.on_managed_identity_host else "azure_cli"
 
     def _fail(self, err: Exception) -> ManagedIdentityUnavailableError:
         log.warning("No token from %s: %s", self._identity.describe(), type(err).__name__)
@@ -70,18 +73,20 @@ class _NamedFailures:
     def get_token(self, *scopes: str, **kwargs: Any) -> Any:
         from azure.core.exceptions import AzureError
 
-        try:
-            return self._inner.get_token(*scopes, **kwargs)
-        except AzureError as err:
-            raise self._fail(err) from err
+        with telemetry.upstream_call(self._upstream, "get_token"):
+            try:
+                return self._inner.get_token(*scopes, **kwargs)
+            except AzureError as err:
+                raise self._fail(err) from err
 
     def get_token_info(self, *scopes: str, options: Any = None) -> Any:
         from azure.core.exceptions import AzureError
 
-        try:
-            return self._inner.get_token_info(*scopes, options=options)
-        except AzureError as err:
-            raise self._fail(err) from err
+        with telemetry.upstream_call(self._upstream, "get_token"):
+            try:
+                return self._inner.get_token_info(*scopes, options=options)
+            except AzureError as err:
+                raise self._fail(err) from err
 
 
 def reset() -> None:

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import logging
 import threading
+from typing import Any
 from urllib.parse import urlsplit
 
 from ..config.identity import AppIdentity
-from ..support import redaction
+from ..support import redaction, telemetry
 from ..support.errors import KeyVaultError
 from .identity import app_credential
 
@@ -77,13 +78,6 @@ class KeyVaultSecret:
         return changed
 
     def _read(self) -> str:
-        from azure.core.exceptions import (
-            AzureError,
-            ClientAuthenticationError,
-            HttpResponseError,
-            ResourceNotFoundError,
-            ServiceRequestError,
-        )
         from azure.keyvault.secrets import SecretClient
 
         credential = app_credential(self._identity)
@@ -91,8 +85,27 @@ class KeyVaultSecret:
         client = SecretClient(self._vault_url, credential, retry_total=2, retry_backoff_max=2,
                               connection_timeout=self._timeout, read_timeout=self._timeout)
         where = f"{self.setting} ({self._name} in {self._vault_url})"
+        with telemetry.upstream_call("keyvault", "get_secret"):
+            secret = self._get_secret(client, where)
+        self.reads += 1
+        if not secret.value:
+            raise KeyVaultError(f"The secret named by {where} is empty.", code="keyvault_secret_empty",
+                                setting=self.setting)
+        redaction.register_secrets([secret.value])
+        log.info("Read %s from Key Vault (version %s)", self.setting, secret.properties.version)
+        return str(secret.value)
+
+    def _get_secret(self, client: Any, where: str) -> Any:
+        from azure.core.exceptions import (
+            AzureError,
+            ClientAuthenticationError,
+            HttpResponseError,
+            ResourceNotFoundError,
+            ServiceRequestError,
+        )
+
         try:
-            secret = client.get_secret(self._name, self._version)
+            return client.get_secret(self._name, self._version)
         except ResourceNotFoundError as err:
             raise KeyVaultError(f"The secret named by {where} does not exist (or that version does not). Check the "
                                 "secret name and version in the URI.", code="keyvault_secret_not_found",
@@ -112,13 +125,6 @@ class KeyVaultSecret:
             raise KeyVaultError(f"Key Vault did not answer in time for {where} ({type(err).__name__}); try again "
                                 "shortly. If it persists, check the vault's health and the app's outbound network.",
                                 code="keyvault_unreachable", setting=self.setting, retry_after=5) from err
-        self.reads += 1
-        if not secret.value:
-            raise KeyVaultError(f"The secret named by {where} is empty.", code="keyvault_secret_empty",
-                                setting=self.setting)
-        redaction.register_secrets([secret.value])
-        log.info("Read %s from Key Vault (version %s)", self.setting, secret.properties.version)
-        return str(secret.value)
 
 
 def _from_http_error(err: object, where: str, setting: str, identity: AppIdentity) -> KeyVaultError:

@@ -21,6 +21,7 @@ import requests
 
 from ..callers.caller import Caller
 from ..config.contract import TokenSettings
+from ..support import telemetry
 from ..support.cache import RefreshingCache
 from ..support.errors import (
     CallerAuthenticationError,
@@ -253,33 +254,39 @@ class TokenService:
 
         settings = self._settings
         log.info("Creating the MSAL application for %s tokens (authority %s)", purpose, settings.authority)
-        try:
-            return msal.ConfidentialClientApplication(
-                settings.client_id,
-                client_credential=self._credential.for_msal(),
-                authority=settings.authority,
-                # The authority is used as configured: MSAL's instance discovery would reject a host
-                # it does not know (a proxy, an emulator) and adds a network round trip to cold start.
-                instance_discovery=False,
-                timeout=settings.http_timeout_seconds,
-                token_cache=_discarding_token_cache() if purpose == "on_behalf_of" else None,
-                app_name="powerbi-token-broker",
-            )
-        except (requests.RequestException, ValueError, MsalServiceError) as err:  # discovery may answer 5xx
-            raise aad_errors.from_exception(err, during_discovery=True) from err
+        credential = self._credential.for_msal()  # may read Key Vault: its own upstream call
+        with telemetry.upstream_call("entra", "discovery"):  # MSAL reads the authority's OpenID configuration
+            try:
+                return msal.ConfidentialClientApplication(
+                    settings.client_id,
+                    client_credential=credential,
+                    authority=settings.authority,
+                    # The authority is used as configured: MSAL's instance discovery would reject a host
+                    # it does not know (a proxy, an emulator) and adds a network round trip to cold start.
+                    instance_discovery=False,
+                    timeout=settings.http_timeout_seconds,
+                    token_cache=_discarding_token_cache() if purpose == "on_behalf_of" else None,
+                    app_name="powerbi-token-broker",
+                )
+            except (requests.RequestException, ValueError, MsalServiceError) as err:  # discovery may answer 5xx
+                raise aad_errors.from_exception(err, during_discovery=True) from err
 
     # -- fetches (run by one thread at a time per cache key) ----------------------------------------
 
-    def _token(self, call: Callable[[], Mapping[str, Any] | None], *, caller_identity: bool = False) -> AccessToken:
+    def _token(self, call: Callable[[], Mapping[str, Any] | None], operation: str, *,
+               caller_identity: bool = False) -> AccessToken:
         from msal.exceptions import MsalServiceError  # loaded with the MSAL application already
 
         now = self._clock()
-        try:
-            result = call()
-        except (requests.RequestException, ValueError, MsalServiceError) as err:
-            raise aad_errors.from_exception(err) from err
-        if not result or "access_token" not in result:
-            raise aad_errors.from_aad_response(result or {}, on_behalf_of_caller=caller_identity)
+        with telemetry.upstream_call("entra", operation) as upstream:
+            try:
+                result = call()
+            except (requests.RequestException, ValueError, MsalServiceError) as err:
+                raise aad_errors.from_exception(err) from err
+            if not result or "access_token" not in result:
+                raise aad_errors.from_aad_response(result or {}, on_behalf_of_caller=caller_identity)
+            if result.get("token_source") == "cache":
+                upstream.outcome("msal_cache")  # MSAL answered from its own cache: no request left the process
         expires_in = int(result.get("expires_in") or 0)
         from_cache = result.get("token_source") == "cache"
         token = AccessToken(result["access_token"], now + expires_in, self._settings.scope, from_cache)
@@ -295,12 +302,12 @@ class TokenService:
 
     def _fetch_service_principal_token(self, min_remaining: float = 0.0) -> AccessToken:
         app = self._msal_app("client_credentials")
-        token = self._token(lambda: app.acquire_token_for_client(self._scopes))
+        token = self._token(lambda: app.acquire_token_for_client(self._scopes), "client_credentials")
         if token.from_cache and self._due(token, min_remaining):
             # MSAL's own cache still considers the token good; we refresh earlier (the margin), so
             # drop MSAL's copy and ask Azure AD.
             app.remove_tokens_for_client()
-            token = self._token(lambda: app.acquire_token_for_client(self._scopes))
+            token = self._token(lambda: app.acquire_token_for_client(self._scopes), "client_credentials")
         return token
 
     def _fetch_master_user_token(self, min_remaining: float = 0.0) -> AccessToken:
@@ -310,13 +317,13 @@ class TokenService:
             for force_refresh in (False, True):
                 silent = app.acquire_token_silent_with_error(self._scopes, account, force_refresh=force_refresh)
                 if silent and "access_token" in silent:
-                    token = self._token(functools.partial(dict, silent))
+                    token = self._token(functools.partial(dict, silent), "refresh_token")
                     if not self._due(token, min_remaining):
                         return token
             log.info("The master user's refresh token no longer works; signing in with the password again")
         return self._token(
-            lambda: app.acquire_token_by_username_password(settings.username, self._password_value(), self._scopes)
-        )
+            lambda: app.acquire_token_by_username_password(settings.username, self._password_value(), self._scopes),
+            "password")
 
     def _password_value(self) -> str:
         if self._password is None:  # load_settings requires a password for this grant
@@ -326,7 +333,8 @@ class TokenService:
 
     def _fetch_on_behalf_of(self, assertion: str, assertion_expires_on: float | None) -> AccessToken:
         app = self._msal_app("on_behalf_of")
-        token = self._token(lambda: app.acquire_token_on_behalf_of(assertion, self._scopes), caller_identity=True)
+        token = self._token(lambda: app.acquire_token_on_behalf_of(assertion, self._scopes), "on_behalf_of",
+                            caller_identity=True)
         if assertion_expires_on is not None and assertion_expires_on < token.expires_on:
             token = AccessToken(token.value, assertion_expires_on, token.scope)
         if token.expires_on <= self._clock():

@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Callable
 
+from ..support import telemetry
 from ..support.bounded import BoundedMap
 from ..support.errors import RateLimitedError
 
@@ -47,6 +48,7 @@ class RateLimiter:
                 bucket[0] -= 1.0
                 return
             wait = (1.0 - bucket[0]) / self._refill_per_second
+        telemetry.rate_limited()
         raise RateLimitedError(
             f"This caller may make {int(self._capacity)} token requests per minute; retry after "
             f"{math.ceil(wait)} seconds.", retry_after=math.ceil(wait),

@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from ..support import telemetry
 from ..support.errors import AppConfigurationError, BrokerError
 from .bootstrap import STORE_KEY_PREFIX, Bootstrap
 
@@ -44,6 +45,7 @@ class AppConfigurationSource:
         self._failed_at: float | None = None
         self._next_check = 0.0
         self._lock = threading.Lock()
+        self._refresh_error: str | None = None  # set by the provider's callback during refresh()
 
     def values(self) -> dict[str, str]:
         """The store's settings (names without the prefix); loads the store on first use."""
@@ -64,7 +66,11 @@ class AppConfigurationSource:
             if self._provider is None:
                 return False
             self._changed = False
-            self._provider.refresh()
+            self._refresh_error = None
+            with telemetry.upstream_call("app_configuration", "refresh") as upstream:
+                self._provider.refresh()
+                if self._refresh_error:
+                    upstream.failed(self._refresh_error)
             return self._changed
         finally:
             self._lock.release()
@@ -73,22 +79,34 @@ class AppConfigurationSource:
         self._changed = True
         log.info("Settings in App Configuration changed; rebuilding the broker")
 
+    def _on_refresh_error(self, err: Exception) -> None:
+        self._refresh_error = type(err).__name__
+        log.warning("Checking App Configuration failed (%s); keeping the current settings", self._refresh_error)
+
     def _load(self) -> None:
         if self._failed_at is not None and time.monotonic() - self._failed_at < RETRY_AFTER_FAILURE_SECONDS:
             raise self._error()
-        from azure.appconfiguration.provider import SettingSelector, WatchKey, load
+        from azure.appconfiguration.provider import SettingSelector, load
 
         credential = self._credential()
         selects = [SettingSelector(key_filter=KEY_PREFIX + "*")]
         if self._label:
             selects.append(SettingSelector(key_filter=KEY_PREFIX + "*", label_filter=self._label))
+        with telemetry.upstream_call("app_configuration", "load"):
+            self._load_with(load, credential, selects)
+        self._failed_at = None
+        self._next_check = time.monotonic() + self._interval
+        log.info("Loaded %d settings from App Configuration %s", len(self._provider), self.endpoint)
+
+    def _load_with(self, load: Any, credential: TokenCredential, selects: list[Any]) -> None:
+        from azure.appconfiguration.provider import WatchKey
+
         try:
             self._provider = load(
                 endpoint=self.endpoint, credential=credential, selects=selects, trim_prefixes=[KEY_PREFIX],
                 keyvault_credential=credential, refresh_on=[WatchKey(SENTINEL_KEY, label=self._label or "\0")],
                 refresh_interval=int(self._interval), on_refresh_success=self._on_refresh,
-                on_refresh_error=lambda err: log.warning("Checking App Configuration failed (%s); keeping the "
-                                                         "current settings", type(err).__name__),
+                on_refresh_error=self._on_refresh_error,
                 startup_timeout=STARTUP_TIMEOUT_SECONDS, replica_discovery_enabled=False,
             )
         except Exception as err:  # the provider wraps its failures in TimeoutError, ValueError, HttpResponseError
@@ -97,9 +115,6 @@ class AppConfigurationSource:
             if isinstance(err, BrokerError):
                 raise  # e.g. the app's identity is unavailable: that error names the fix better
             raise self._error() from err
-        self._failed_at = None
-        self._next_check = time.monotonic() + self._interval
-        log.info("Loaded %d settings from App Configuration %s", len(self._provider), self.endpoint)
 
     def _error(self) -> AppConfigurationError:
         return AppConfigurationError(

@@ -16,6 +16,7 @@ from typing import Any
 
 import requests
 
+from ..support import telemetry
 from ..support.errors import (
     PowerBIBadRequestError,
     PowerBIBadResponseError,
@@ -99,14 +100,15 @@ class PowerBIClient:
 
     def get_workspace(self, access_token: str, workspace_id: str) -> WorkspaceInfo:
         """Get Group: the workspace, if the principal is a member of it (Power BI answers 401 otherwise)."""
-        data = self._request("GET", f"/groups/{workspace_id}", access_token, what=f"workspace {workspace_id}")
+        data = self._request("GET", f"/groups/{workspace_id}", access_token, what=f"workspace {workspace_id}",
+                             operation="get_group")
         return WorkspaceInfo(id=str(data.get("id", workspace_id)).lower(), name=str(data.get("name", "")),
                              on_dedicated_capacity=bool(data.get("isOnDedicatedCapacity")))
 
     def get_report(self, access_token: str, workspace_id: str, report_id: str) -> ReportInfo:
         """Get Report In Group: the report's name, embed URL and dataset."""
         data = self._request("GET", f"/groups/{workspace_id}/reports/{report_id}", access_token,
-                             what=f"report {report_id} in workspace {workspace_id}")
+                             what=f"report {report_id} in workspace {workspace_id}", operation="get_report")
         return ReportInfo(
             id=str(data.get("id", report_id)).lower(), name=str(data.get("name", "")),
             embed_url=str(data.get("embedUrl", "")), dataset_id=str(data.get("datasetId", "")).lower(),
@@ -117,47 +119,61 @@ class PowerBIClient:
     def get_dataset(self, access_token: str, workspace_id: str, dataset_id: str) -> DatasetInfo:
         """Get Dataset In Group: does it require an effective identity (and roles)?"""
         data = self._request("GET", f"/groups/{workspace_id}/datasets/{dataset_id}", access_token,
-                             what=f"dataset {dataset_id} in workspace {workspace_id}")
+                             what=f"dataset {dataset_id} in workspace {workspace_id}", operation="get_dataset")
         return DatasetInfo(id=dataset_id, workspace_id=workspace_id,
                            requires_identity=bool(data.get("isEffectiveIdentityRequired")),
                            requires_roles=bool(data.get("isEffectiveIdentityRolesRequired")))
 
     def generate_token(self, access_token: str, body: Mapping[str, Any]) -> EmbedToken:
         """GenerateToken V2 (``POST /GenerateToken``) for reports, datasets and identities."""
-        data = self._request("POST", "/GenerateToken", access_token, json=body, what="the embed token request")
+        data = self._request("POST", "/GenerateToken", access_token, json=body, what="the embed token request",
+                             operation="generate_token")
         try:
             expires_on = parse_expiration(str(data["expiration"]))
             return EmbedToken(str(data["token"]), str(data.get("tokenId", "")), expires_on)
         except (KeyError, ValueError) as err:
             raise PowerBIBadResponseError("Power BI's GenerateToken answer has no token or expiration.") from err
 
-    def _request(self, method: str, path: str, access_token: str, *, what: str,
+    def _request(self, method: str, path: str, access_token: str, *, what: str, operation: str,
                  json: Mapping[str, Any] | None = None) -> dict[str, Any]:
         headers = {"Authorization": f"Bearer {access_token}", "Accept": "application/json"}
         for attempt in range(self._max_retries + 1):
+            with telemetry.upstream_call("powerbi", operation) as upstream:  # one span per HTTP attempt
+                answer = self._attempt(method, path, headers, what=what, json=json, attempt=attempt,
+                                       upstream=upstream)
+            if isinstance(answer, dict):
+                return answer
+            self._sleep(answer)
+        raise AssertionError("unreachable")  # the last attempt returns or raises
+
+    def _attempt(self, method: str, path: str, headers: Mapping[str, str], *, what: str,
+                 json: Mapping[str, Any] | None, attempt: int,
+                 upstream: telemetry.UpstreamCall) -> dict[str, Any] | float:
+        """One HTTP attempt: Power BI's answer, the seconds to wait before retrying, or a typed error."""
+        try:
+            response = self._session.request(method, self._api_url + path, headers=headers, json=json,
+                                             timeout=self._timeout)
+        except requests.Timeout as err:
+            raise PowerBITimeoutError(
+                "Power BI did not answer within POWERBI_HTTP_TIMEOUT_SECONDS; try again.") from err
+        except requests.RequestException as err:
+            raise PowerBIUnreachableError("Power BI could not be reached; check POWERBI_API_URL and the app's "
+                                          "outbound network.", setting="POWERBI_API_URL") from err
+        upstream.status(response.status_code)
+        upstream.support_id("powerBiRequestId", _request_id(response).get("powerBiRequestId"))
+        if response.ok:
             try:
-                response = self._session.request(method, self._api_url + path, headers=headers, json=json,
-                                                 timeout=self._timeout)
-            except requests.Timeout as err:
-                raise PowerBITimeoutError(
-                    "Power BI did not answer within POWERBI_HTTP_TIMEOUT_SECONDS; try again.") from err
-            except requests.RequestException as err:
-                raise PowerBIUnreachableError("Power BI could not be reached; check POWERBI_API_URL and the app's "
-                                              "outbound network.", setting="POWERBI_API_URL") from err
-            if response.ok:
-                try:
-                    payload = response.json()
-                except ValueError as err:
-                    raise PowerBIBadResponseError("Power BI sent a response that is not JSON.",
-                                                  extensions=_request_id(response)) from err
-                return payload if isinstance(payload, dict) else {}
-            wait = _retry_after(response, attempt)
-            if response.status_code in RETRY_STATUSES and attempt < self._max_retries and wait <= self._max_retry_wait:
-                log.warning("Power BI answered %d for %s; retrying in %.1f s", response.status_code, what, wait)
-                self._sleep(wait)
-                continue
-            raise power_bi_error(response, what=what)
-        raise AssertionError("unreachable")  # the loop always returns or raises
+                payload = response.json()
+            except ValueError as err:
+                raise PowerBIBadResponseError("Power BI sent a response that is not JSON.",
+                                              extensions=_request_id(response)) from err
+            return payload if isinstance(payload, dict) else {}
+        wait = _retry_after(response, attempt)
+        if response.status_code in RETRY_STATUSES and attempt < self._max_retries and wait <= self._max_retry_wait:
+            log.warning("Power BI answered %d for %s; retrying in %.1f s", response.status_code, what, wait)
+            upstream.failed(f"http_{response.status_code}")
+            return wait
+        raise power_bi_error(response, what=what)
 
 
 def _retry_after(response: requests.Response, attempt: int) -> float:

@@ -20,6 +20,7 @@ from typing import Any
 from ..aad.tokens import AccessToken, TokenService
 from ..callers.caller import Caller
 from ..config.embed import EmbedSettings
+from ..support import telemetry
 from ..support.bounded import BoundedMap
 from ..support.cache import RefreshingCache
 from ..support.errors import (
@@ -67,12 +68,15 @@ class _Metadata:
     def __init__(self, clock: Callable[[], float]) -> None:
         self._items: BoundedMap[tuple[str, ...], Any] = BoundedMap(METADATA_MAX_ENTRIES, ttl=METADATA_TTL_SECONDS,
                                                                    clock=clock)
+        self._attributes = telemetry.cache_attributes("powerbi metadata")
 
     def get(self, key: tuple[str, ...], load: Callable[[], Any]) -> Any:
         hit = self._items.get(key)
         if hit is not None:
             self._items.touch(key)
+            telemetry.cache_lookup(self._attributes, "hit")
             return hit
+        telemetry.cache_lookup(self._attributes, "miss")
         value = load()
         self._items.put(key, value)
         return value
@@ -179,6 +183,7 @@ class EmbedService:
         if identities:
             body["identities"] = identities
         token = self._client.generate_token(access, body)
+        telemetry.embed_token_minted()
         log.info("Generated an embed token for %d report(s), %d dataset(s), %s (expires in %d s)", len(reports),
                  len(datasets), "with an effective identity" if identities else "without identity",
                  token.expires_on - time.time())

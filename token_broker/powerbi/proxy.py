@@ -31,6 +31,7 @@ import requests
 from ..aad.tokens import TokenService
 from ..callers.caller import Caller
 from ..config.contract import Settings
+from ..support import telemetry
 from ..support.cache import RefreshingCache
 from ..support.errors import (
     BrokerError,
@@ -180,7 +181,8 @@ class PowerBIProxy:
     # -- operations ------------------------------------------------------------------------------------
 
     def _get(self, caller: Caller, minted_for: tuple[str, ...], found: Match, params: dict[str, str]) -> QueryResult:
-        result = self._call(caller, "GET", found.upstream_path, params=params, what=found.operation.name)
+        result = self._call(caller, "GET", found.upstream_path, params=params, what=found.operation.name,
+                            operation=found.operation.name)
         if found.operation.lists is None:
             return result
         return self._filtered(caller, minted_for, found, result)
@@ -220,10 +222,12 @@ class PowerBIProxy:
             fetched.append(True)
             self._budget.take(minted_for)  # counted only when Power BI is called
             return self._call(caller, "POST", found.upstream_path, json_body=upstream, what="the query",
-                              expires_on=expires_on)
+                              operation=found.operation.name, expires_on=expires_on)
 
         result = self._results.get(key, fetch)
-        return result, "miss" if fetched else "hit"
+        outcome = "miss" if fetched else "hit"
+        telemetry.cache_lookup(_QUERY_CACHE, outcome)
+        return result, outcome
 
     def _rls_identity(self, caller: Caller, info: DatasetInfo) -> str | None:
         """``impersonatedUserName`` for the dataset under the configured grant (None: the token's own identity)."""
@@ -252,22 +256,31 @@ class PowerBIProxy:
 
     # -- the upstream call -----------------------------------------------------------------------------
 
-    def _call(self, caller: Caller, method: str, path: str, *, what: str, params: dict[str, str] | None = None,
-              json_body: dict[str, Any] | None = None, expires_on: float | None = None) -> QueryResult:
+    def _call(self, caller: Caller, method: str, path: str, *, what: str, operation: str,
+              params: dict[str, str] | None = None, json_body: dict[str, Any] | None = None,
+              expires_on: float | None = None) -> QueryResult:
         try:
-            return self._call_once(caller, method, path, what=what, params=params, json_body=json_body,
-                                   expires_on=expires_on)
+            return self._call_once(caller, method, path, what=what, operation=operation, params=params,
+                                   json_body=json_body, expires_on=expires_on)
         except PowerBIError as err:
             if err.code != "powerbi_token_expired":
                 raise
             self._tokens.forget(caller)  # expired by Power BI's clock, not ours: once more with a fresh token
             log.warning("Power BI rejected the Azure AD token as expired; retrying once with a fresh token")
-            return self._call_once(caller, method, path, what=what, params=params, json_body=json_body,
-                                   expires_on=expires_on)
+            return self._call_once(caller, method, path, what=what, operation=operation, params=params,
+                                   json_body=json_body, expires_on=expires_on)
 
-    def _call_once(self, caller: Caller, method: str, path: str, *, what: str, params: dict[str, str] | None,
-                   json_body: dict[str, Any] | None, expires_on: float | None) -> QueryResult:
+    def _call_once(self, caller: Caller, method: str, path: str, *, what: str, operation: str,
+                   params: dict[str, str] | None, json_body: dict[str, Any] | None,
+                   expires_on: float | None) -> QueryResult:
         access = self._tokens.token_for(caller).value
+        with telemetry.upstream_call("powerbi", operation) as upstream:
+            return self._forward(method, path, access, upstream, what=what, params=params, json_body=json_body,
+                                 expires_on=expires_on)
+
+    def _forward(self, method: str, path: str, access: str, upstream: telemetry.UpstreamCall, *, what: str,
+                 params: dict[str, str] | None, json_body: dict[str, Any] | None,
+                 expires_on: float | None) -> QueryResult:
         headers = {"Authorization": f"Bearer {access}", "Accept": "application/json"}
         limit = self._proxy.max_response_bytes
         started = time.monotonic()
@@ -275,6 +288,8 @@ class PowerBIProxy:
             with self._session.request(method, self._api_url + path, params=params or None, json=json_body,
                                        headers=headers, timeout=self._timeout, stream=True,
                                        allow_redirects=False) as response:
+                upstream.status(response.status_code)
+                upstream.support_id("powerBiRequestId", response.headers.get("RequestId"))
                 if not response.ok:
                     raise _proxied_error(response, what=what)
                 declared = response.headers.get("Content-Length", "")
@@ -305,6 +320,9 @@ class PowerBIProxy:
             raise PowerBIError("Power BI could not be reached; check POWERBI_API_URL and the app's outbound network.",
                                code="powerbi_unreachable", status=503, setting="POWERBI_API_URL",
                                title="Power BI is unavailable") from err
+
+
+_QUERY_CACHE = telemetry.cache_attributes("proxy query")
 
 
 def _too_large(limit: int, response: requests.Response) -> ResponseTooLargeError:

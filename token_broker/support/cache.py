@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable, Hashable
 from typing import Generic, Protocol, TypeVar
 
+from . import telemetry
 from .bounded import BoundedMap
 from .errors import UpstreamTimeoutError
 
@@ -99,6 +100,7 @@ class RefreshingCache(Generic[V]):
         self._minimum_validity = min(MINIMUM_VALIDITY_SECONDS, refresh_margin / 2)
         self._clock = clock
         self._name = name
+        self._attributes = telemetry.cache_attributes(name)
         self._entries: BoundedMap[Hashable, _Entry[V]] = BoundedMap(max_entries)
         self._lock = threading.Lock()
 
@@ -119,7 +121,8 @@ class RefreshingCache(Generic[V]):
             if cached is not None and cached[1] > (now := self._clock()) and (
                 not min_remaining or cached[0].expires_on - now >= min_remaining
             ):
-                return cached[0]  # the hot path: no lock, no allocation
+                telemetry.cache_lookup(self._attributes, "hit")
+                return cached[0]  # the hot path: no lock
         return self._get_slow(key, fetch, min_remaining)
 
     def peek(self, key: Hashable) -> V | None:
@@ -158,11 +161,13 @@ class RefreshingCache(Generic[V]):
                 self._entries.put(key, entry)  # the least recently refreshed key goes over the bound
             fresh = self._fresh(entry, now, min_remaining)
             if fresh is not None:
+                telemetry.cache_lookup(self._attributes, "hit")
                 return fresh
             value = entry.value
             stale = value if value is not None and self._usable(value, now) else None
             if entry.flight is None:
                 if stale is not None and now < entry.retry_not_before:
+                    telemetry.cache_lookup(self._attributes, "stale_served")
                     return stale  # backing off after a failed refresh
                 flight: _Flight[V] = _Flight()
                 entry.flight = flight
@@ -172,7 +177,9 @@ class RefreshingCache(Generic[V]):
                 leader = False
         if not leader:
             if stale is not None and not min_remaining:
+                telemetry.cache_lookup(self._attributes, "stale_served")
                 return stale  # someone is refreshing; the current value is still good
+            telemetry.cache_lookup(self._attributes, "coalesced")
             return flight.wait(self._wait_timeout)
         return self._lead(key, entry, flight, fetch, stale, min_remaining)
 
@@ -188,12 +195,15 @@ class RefreshingCache(Generic[V]):
             flight.error = err
             flight.done.set()
             if stale is not None and isinstance(err, Exception):
+                telemetry.cache_lookup(self._attributes, "stale_served")  # the refresh failed
                 log.warning(
                     "Refreshing the cached %s failed (%s); serving the cached one, valid for %d more seconds",
                     self._name, getattr(err, "code", type(err).__name__), stale.expires_on - self._clock(),
                 )
                 return stale
+            telemetry.cache_lookup(self._attributes, "miss")
             raise
+        telemetry.cache_lookup(self._attributes, "miss")
         with self._lock:
             entry.cached = (fresh, self._refresh_at(fresh))
             if min_remaining:

@@ -17,6 +17,7 @@ from .. import runtime
 from ..broker import Broker
 from ..powerbi.embed import EmbedResult
 from ..powerbi.embed_request import BODY_FIELDS, guid, parse_embed_request, single_report_request
+from ..support import telemetry
 from ..support.errors import BrokerError, ConfigurationError, InternalError, MethodNotAllowedError
 from ..support.redaction import request_id_var
 from .http import json_response, problem_response, read_json_object, request_id_for
@@ -30,27 +31,38 @@ ALL_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
 Handler = Callable[[func.HttpRequest, str], func.HttpResponse]
 
 
-def _guarded(allow: tuple[str, ...], handler: Handler, req: func.HttpRequest) -> func.HttpResponse:
+def _guarded(allow: tuple[str, ...], handler: Handler, req: func.HttpRequest, route: str) -> func.HttpResponse:
     request_id = request_id_for(req)
     context_token = request_id_var.set(request_id)
+    try:
+        with telemetry.request(req.method.upper(), route, req.headers) as record:
+            response = _answer(allow, handler, req, request_id, record)
+            record.status = response.status_code
+            return response
+    finally:
+        request_id_var.reset(context_token)
+
+
+def _answer(allow: tuple[str, ...], handler: Handler, req: func.HttpRequest, request_id: str,
+            record: telemetry.RequestRecord) -> func.HttpResponse:
     try:
         if req.method.upper() not in allow:
             raise MethodNotAllowedError(req.method.upper(), allow)
         return handler(req, request_id)
     except BrokerError as err:
+        record.code = err.code
         level = logging.WARNING if err.status < 500 else logging.ERROR
         log.log(level, "%s %s -> %d %s", req.method, _path(req), err.status, err.code)
         if isinstance(err, ConfigurationError) and not runtime.current().bootstrap.health_details:
             err = _not_ok(err)  # which settings are wrong is for the operator (the log has it), not the caller
         return problem_response(err, request_id=request_id)
     except Exception:
+        record.code = InternalError.code
         log.exception("Unhandled error in %s %s", req.method, _path(req))
         return problem_response(
             InternalError("The broker failed unexpectedly; the request id identifies the log entry."),
             request_id=request_id,
         )
-    finally:
-        request_id_var.reset(context_token)
 
 
 def _path(req: func.HttpRequest) -> str:
@@ -198,29 +210,29 @@ def check_settings_at_start() -> None:
 
 def token(req: func.HttpRequest) -> func.HttpResponse:
     """``GET|POST /api/token``: a Power BI access token for the caller."""
-    return _guarded(("GET", "POST"), _token, req)
+    return _guarded(("GET", "POST"), _token, req, "/api/token")
 
 
 def embed_token(req: func.HttpRequest) -> func.HttpResponse:
     """``POST /api/embed-token``: an embed token for reports (and datasets) the caller may see."""
-    return _guarded(("POST",), _embed_token, req)
+    return _guarded(("POST",), _embed_token, req, "/api/embed-token")
 
 
 def report_embed(req: func.HttpRequest) -> func.HttpResponse:
     """``GET /api/reports/{reportId}/embed``: the one-report case of ``/api/embed-token``."""
-    return _guarded(("GET",), _report_embed, req)
+    return _guarded(("GET",), _report_embed, req, "/api/reports/{reportId}/embed")
 
 
 def powerbi_proxy(req: func.HttpRequest) -> func.HttpResponse:
     """``GET|POST /api/powerbi/v1.0/myorg/...``: allow-listed Power BI REST operations, forwarded (issue 16)."""
-    return _guarded(("GET", "POST"), _powerbi_proxy, req)
+    return _guarded(("GET", "POST"), _powerbi_proxy, req, "/api/powerbi/{*path}")
 
 
 def health(req: func.HttpRequest) -> func.HttpResponse:
     """``GET /api/health``: 200 when the configuration is valid, else 503 listing every problem."""
-    return _guarded(("GET",), _health, req)
+    return _guarded(("GET",), _health, req, "/api/health")
 
 
 def openapi(req: func.HttpRequest) -> func.HttpResponse:
     """``GET /api/openapi.json``: the OpenAPI 3.1 description of these endpoints (always anonymous)."""
-    return _guarded(("GET",), _openapi, req)
+    return _guarded(("GET",), _openapi, req, "/api/openapi.json")
