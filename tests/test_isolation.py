@@ -156,6 +156,18 @@ def test_unauthenticated_health_says_only_ok_or_not_ok(env: Env, entra: EntraEmu
     assert "a-secret-pasted" not in json.dumps(problem), "problems name the setting, never echo its value"
 
 
+
+def test_health_probes_use_none_of_the_callers_rate_limit(env: Env, entra: EntraEmulator, call: Call) -> None:
+    """A monitor probing /api/health with a caller's token sees details and leaves that caller's requests alone."""
+    env.set(HEALTH_DETAILS=None, CALLER_AUTH="jwt", CALLER_JWT_ISSUER=entra.issuer(TENANT), CALLER_JWT_AUDIENCE=API,
+            CALLER_RATE_LIMIT_PER_MINUTE="2")
+    headers = bearer(entra, ALICE)
+    for _ in range(5):
+        assert call("GET", "/api/health", headers=headers).json()["callerAuth"] == "jwt"
+    assert [call("GET", "/api/token", headers=headers).status for _ in range(3)] == [200, 200, 429]
+    limited = call("GET", "/api/health", headers=headers).json()
+    assert limited["callerAuth"] == "jwt", "a rate-limited caller is still verified"
+
 def test_health_lists_the_anonymous_mode_warning(env: Env, call: Call) -> None:
     warnings = call("GET", "/api/health").json()["warnings"]
     assert any(w["setting"] == "CALLER_AUTH" and "anyone who can reach" in w["message"] for w in warnings)

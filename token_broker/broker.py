@@ -72,13 +72,17 @@ class Broker:
             log.error("Setting %s: %s", problem.setting, problem.message)
         return broker
 
-    def authenticate(self, headers: Mapping[str, str]) -> Caller:
-        """The verified, authorized, rate-limited caller of a request with ``headers`` (401/403/429/503 otherwise)."""
+    def authenticate(self, headers: Mapping[str, str], *, rate_limited: bool = True) -> Caller:
+        """The verified, authorized, rate-limited caller of a request with ``headers`` (401/403/429/503 otherwise).
+
+        ``rate_limited=False`` (the health route's question "may this caller see details?") uses none of the
+        caller's requests: a monitor that probes /api/health must not starve the app it watches.
+        """
         mismatch = self._auth_level_problem()
         if mismatch is not None:
             raise ConfigurationError([mismatch], code="caller_auth_level_mismatch")
         caller = self.callers.authenticate(headers)
-        if self.rate_limiter is not None:
+        if rate_limited and self.rate_limiter is not None:
             self.rate_limiter.check(caller.key)
         authorize(caller, self.settings.callers)
         return caller

@@ -165,7 +165,7 @@ def _may_see_details(broker: Broker, req: func.HttpRequest) -> bool:
     if mode not in ("jwt", "easyauth"):
         return False
     try:
-        broker.authenticate(req.headers)
+        broker.authenticate(req.headers, rate_limited=False)
     except BrokerError:
         return False
     return True
