@@ -168,6 +168,7 @@ def test_health_probes_use_none_of_the_callers_rate_limit(env: Env, entra: Entra
     limited = call("GET", "/api/health", headers=headers).json()
     assert limited["callerAuth"] == "jwt", "a rate-limited caller is still verified"
 
+
 def test_health_lists_the_anonymous_mode_warning(env: Env, call: Call) -> None:
     warnings = call("GET", "/api/health").json()["warnings"]
     assert any(w["setting"] == "CALLER_AUTH" and "anyone who can reach" in w["message"] for w in warnings)
