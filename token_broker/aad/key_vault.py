@@ -144,3 +144,59 @@ def _from_http_error(err: object, where: str, setting: str, identity: AppIdentit
         return KeyVaultError(f"Key Vault is throttling requests for {where}; try again shortly.",
                              code="keyvault_throttled", setting=setting, retry_after=5)
     return KeyVaultError(f"Key Vault answered HTTP {status} for {where}; try again shortly.", setting=setting)
+
+
+class KeyVaultKeyVersions:
+    """The newest enabled versions of a versionless secret (a key that rotates), newest first.
+
+    Used for the shared cache's encryption key: the newest version encrypts, the one before it still
+    decrypts. Listing versions needs the secret's metadata ("Key Vault Secrets User" includes it).
+    """
+
+    def __init__(self, uri: str, *, setting: str, identity: AppIdentity, timeout: float) -> None:
+        parts = urlsplit(uri)
+        self.uri = uri
+        self.setting = setting
+        self._vault_url = f"https://{parts.netloc}"
+        self._name = parts.path.strip("/").split("/")[1]
+        self._identity = identity
+        self._timeout = timeout
+
+    def read(self, count: int = 2) -> list[tuple[str, str]]:
+        """``(version, value)`` of the ``count`` newest enabled, currently valid versions, newest first."""
+        import time
+
+        from azure.keyvault.secrets import SecretClient
+
+        credential = app_credential(self._identity)
+        client = SecretClient(self._vault_url, credential, retry_total=2, retry_backoff_max=2,
+                              connection_timeout=self._timeout, read_timeout=self._timeout)
+        where = f"{self.setting} ({self._name} in {self._vault_url})"
+        reader = KeyVaultSecret(self.uri, setting=self.setting, identity=self._identity, timeout=self._timeout)
+        now = time.time()
+        with telemetry.upstream_call("keyvault", "list_secret_versions"):
+            listed = reader._get_secret(_VersionLister(client, self._name), where)
+        usable = [p for p in listed if p.enabled and p.version
+                  and (p.not_before is None or p.not_before.timestamp() <= now)
+                  and (p.expires_on is None or p.expires_on.timestamp() > now)]
+        usable.sort(key=lambda p: p.created_on.timestamp() if p.created_on else 0.0, reverse=True)
+        if not usable:
+            raise KeyVaultError(f"The secret named by {where} has no enabled version.",
+                                code="keyvault_secret_disabled", setting=self.setting)
+        found: list[tuple[str, str]] = []
+        for properties in usable[:count]:
+            versioned = KeyVaultSecret(f"{self.uri}/{properties.version}", setting=self.setting,
+                                       identity=self._identity, timeout=self._timeout)
+            found.append((str(properties.version), versioned.get()))
+        return found
+
+
+class _VersionLister:
+    """Adapts version listing to ``KeyVaultSecret._get_secret``'s error mapping (one call, fully paged)."""
+
+    def __init__(self, client: Any, name: str) -> None:
+        self._client = client
+        self._name = name
+
+    def get_secret(self, name: str, version: str | None) -> list[Any]:  # noqa: ARG002 - the mapped call's signature
+        return list(self._client.list_properties_of_secret_versions(self._name))

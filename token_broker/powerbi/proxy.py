@@ -41,6 +41,7 @@ from ..support.errors import (
     RequestError,
     ResponseTooLargeError,
 )
+from ..support.shared import SharedCounters
 from .client import DatasetInfo, PowerBIClient, ReportInfo, power_bi_error
 from .proxy_request import OPERATIONS, Match, match, query_parameters, segments
 from .query_budget import QueryBudget, QueryResult, QueryResults
@@ -73,7 +74,8 @@ class ProxyAnswer:
 class PowerBIProxy:
     """Forwards allow-listed Power BI REST operations for verified callers."""
 
-    def __init__(self, settings: Settings, tokens: TokenService, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, settings: Settings, tokens: TokenService, *, clock: Callable[[], float] = time.time,
+                 shared_counters: SharedCounters | None = None) -> None:
         self._settings = settings
         self._proxy = settings.proxy
         self._embed = settings.embed
@@ -87,7 +89,7 @@ class PowerBIProxy:
         self._session = requests.Session()
         self._session.mount("https://", requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=64))
         wait = timeout * 4 + 5
-        self._budget = QueryBudget(self._proxy.queries_per_minute)
+        self._budget = QueryBudget(self._proxy.queries_per_minute, shared=shared_counters)
         self._results = QueryResults(seconds=self._proxy.query_cache_seconds,
                                      max_entries=self._proxy.query_cache_max_entries, wait_timeout=wait, clock=clock)
         self._metadata: RefreshingCache[_Timed] = RefreshingCache(
