@@ -126,7 +126,7 @@ def _error_type(err: BaseException) -> str:
     """A low-cardinality name of a Redis failure for telemetry and logs (never the server's text)."""
     name = type(err).__name__
     text = str(err)
-    if name == "ResponseError" and text.startswith("OOM"):
+    if name == "OutOfMemoryError" or "maxmemory" in text:
         return "redis_out_of_memory"
     if name in ("AuthenticationError", "AuthenticationWrongNumberOfArgsError") or "WRONGPASS" in text \
             or "NOAUTH" in text or "NOPERM" in text:

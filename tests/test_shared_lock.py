@@ -1,0 +1,177 @@
+"""The shared tier's parts on a real redis-server: cross-instance single flight, a lock holder that dies, the
+circuit breaker, the shared counters (GCRA rate limit, sliding-window query budget) and their fallback.
+
+Each "instance" here is its own :class:`RedisConnection` (its own connection pool), as in separate processes;
+the processes themselves are in tests/test_shared_instances.py.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from devtools.redis_server import RedisServer
+from tests.conftest import new_cache_key
+from token_broker.callers.rate_limit import RateLimiter
+from token_broker.config.identity import AppIdentity
+from token_broker.config.shared_cache import SharedCacheSettings
+from token_broker.powerbi.query_budget import QueryBudget
+from token_broker.shared.breaker import CircuitBreaker
+from token_broker.shared.cache import SharedCacheTier
+from token_broker.shared.connection import RedisConnection
+from token_broker.shared.counters import SharedCountersTier
+from token_broker.shared.keyring import KeyringSource
+from token_broker.shared.keys import canonical
+from token_broker.support.errors import RateLimitedError
+
+KEY = new_cache_key()
+
+
+class Instance:
+    """One instance's shared tier over ``server``."""
+
+    def __init__(self, server: RedisServer, *, lock_seconds: float = 2.0, key: str = KEY) -> None:
+        settings = SharedCacheSettings(host=server.host, port=server.port, auth="none", key_uri="https://v/secrets/k")
+        self.connection = RedisConnection(settings, AppIdentity())
+        self.keys = KeyringSource(lambda: [("v1", key)])
+        self.cache = SharedCacheTier(self.connection, self.keys, lock_seconds=lock_seconds)
+        self.counters = SharedCountersTier(self.connection, self.keys)
+
+    def get(self, key: Any, fetch: Callable[[], str]) -> str:
+        return self.cache.get_or_fetch("embed token", key, fetch, encode=str.encode, decode=bytes.decode,
+                                       ttl=lambda _v: 60.0)
+
+
+class Upstream:
+    """A slow upstream that counts its calls."""
+
+    def __init__(self, seconds: float = 0.3) -> None:
+        self.calls = 0
+        self._seconds = seconds
+        self._lock = threading.Lock()
+
+    def __call__(self) -> str:
+        with self._lock:
+            self.calls += 1
+            n = self.calls
+        time.sleep(self._seconds)
+        return f"value-{n}"
+
+
+def test_one_upstream_call_across_instances(redis_server: RedisServer) -> None:
+    instances = [Instance(redis_server) for _ in range(6)]
+    upstream = Upstream()
+    results: list[str] = []
+    threads = [threading.Thread(target=lambda i=i: results.append(i.get(("sp", "report-1"), upstream)))
+               for i in instances]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert upstream.calls == 1
+    assert results == ["value-1"] * 6
+    assert redis_server.client().keys("tb:lock:*") == []  # type: ignore[attr-defined]  # released
+
+
+def test_a_lock_holder_that_died_blocks_nobody_longer_than_its_lock(redis_server: RedisServer) -> None:
+    instance = Instance(redis_server, lock_seconds=1.5)
+    key = ("sp", "report-2")
+    # What a holder that died leaves behind: its lock, with its expiry, and no value ever.
+    name = instance.keys.current().names("embed token", canonical(key))[0]
+    lock = b"tb:lock:" + name.partition(b":")[2]
+    assert redis_server.client().set(lock, "dead-holder", nx=True, px=1500)  # type: ignore[attr-defined]
+    upstream = Upstream(0.0)
+    started = time.monotonic()
+    assert instance.get(key, upstream) == "value-1"
+    waited = time.monotonic() - started
+    assert upstream.calls == 1
+    assert 1.0 < waited < 2.5  # waited for the lock's expiry, no longer
+
+
+def test_the_lock_is_released_when_the_upstream_call_fails(redis_server: RedisServer) -> None:
+    instance = Instance(redis_server)
+
+    def failing() -> str:
+        raise RuntimeError("upstream down")
+
+    with pytest.raises(RuntimeError):
+        instance.get(("sp", "report-3"), failing)
+    assert redis_server.client().keys("tb:lock:*") == []  # type: ignore[attr-defined]
+    assert instance.get(("sp", "report-3"), Upstream(0.0)) == "value-1"
+
+
+def test_another_holders_lock_is_never_released(redis_server: RedisServer) -> None:
+    instance = Instance(redis_server, lock_seconds=1.0)
+    key = ("sp", "report-4")
+    name = instance.keys.current().names("embed token", canonical(key))[0]
+    lock = b"tb:lock:" + name.partition(b":")[2]
+    client: Any = redis_server.client()
+
+    def slow_then_steal() -> str:
+        time.sleep(1.2)  # our lock expires meanwhile and another instance takes it
+        client.set(lock, "other-holder", px=5000)
+        return "value"
+
+    assert instance.get(key, slow_then_steal) == "value"
+    assert client.get(lock) == b"other-holder"  # the token-checked release left it alone
+
+
+def test_the_breaker_opens_after_a_failure_and_probes_once_per_interval() -> None:
+    now = [100.0]
+    breaker = CircuitBreaker(open_seconds=10, clock=lambda: now[0])
+    assert breaker.allow()
+    breaker.failure()
+    assert not breaker.allow()
+    now[0] += 10
+    assert breaker.allow()  # the probe
+    assert not breaker.allow()  # only one at a time
+    breaker.failure()
+    assert not breaker.allow()
+    now[0] += 10
+    assert breaker.allow()
+    breaker.success()
+    assert breaker.allow() and breaker.allow() and not breaker.is_open
+
+
+def test_the_rate_limit_is_shared_and_falls_back_to_the_instance(redis_server: RedisServer) -> None:
+    limiters = [RateLimiter(5, max_callers=10, shared=Instance(redis_server).counters) for _ in range(2)]
+    for n in range(5):
+        limiters[n % 2].check("caller-a")  # 5 across two instances: the whole budget
+    for limiter in limiters:
+        with pytest.raises(RateLimitedError) as refused:
+            limiter.check("caller-a")
+        assert 1 <= refused.value.retry_after <= 12
+    limiters[0].check("caller-b")  # per caller
+    redis_server.kill()
+    try:
+        for _ in range(5):
+            limiters[1].check("caller-a")  # Redis is gone: the instance's own bucket, full
+        with pytest.raises(RateLimitedError):
+            limiters[1].check("caller-a")
+    finally:
+        redis_server.start()
+
+
+def test_the_query_budget_is_shared_across_instances(redis_server: RedisServer) -> None:
+    budgets = [QueryBudget(4, shared=Instance(redis_server).counters) for _ in range(2)]
+    identity = ("tenant", "client", "sp")
+    for n in range(4):
+        budgets[n % 2].take(identity)
+    for budget in budgets:
+        with pytest.raises(RateLimitedError) as refused:
+            budget.take(identity)
+        assert refused.value.code == "powerbi_proxy_query_budget_exhausted"
+        assert 1 <= refused.value.retry_after <= 60
+    budgets[0].take(("tenant", "client", "another user"))
+
+
+def test_counter_names_reveal_nothing(redis_server: RedisServer) -> None:
+    counters = Instance(redis_server).counters
+    assert counters.take_rate("rate limit", "alice@contoso.com", per_minute=10) == 0
+    assert counters.take_window("query budget", ("tenant-id", "alice@contoso.com"), limit=10, seconds=60) == 0
+    names = b" ".join(redis_server.client().keys("*"))  # type: ignore[attr-defined]
+    assert b"alice" not in names and b"tenant" not in names and b"contoso" not in names
