@@ -59,8 +59,8 @@ def raw_entries(server: RedisServer) -> dict[bytes, bytes]:
     return {key: client.get(key) for key in client.keys("*") if client.type(key) == b"string"}
 
 
-def test_a_new_instance_gets_the_embed_token_from_redis(shared_env: Env, entra: EntraEmulator, powerbi: PowerBIEmulator,
-                                                        world: World, call: Call) -> None:
+def test_a_new_instance_gets_the_embed_token_from_redis(shared_env: Env, entra: EntraEmulator,
+                                                        powerbi: PowerBIEmulator, world: World, call: Call) -> None:
     first = embed(call, user(entra), world.rls_report, world.sales)
     assert first.status == 200, first.text
     runtime.reset()  # another instance: empty memory caches, the same Redis
@@ -71,8 +71,9 @@ def test_a_new_instance_gets_the_embed_token_from_redis(shared_env: Env, entra: 
     assert powerbi.report_lookups() == 1  # the metadata came from Redis too
 
 
-def test_redis_holds_no_token_user_report_or_tenant(shared_env: Env, entra: EntraEmulator, world: World,
-                                                    call: Call, redis_server: RedisServer) -> None:
+def test_redis_holds_no_token_user_report_or_tenant(shared_env: Env, entra: EntraEmulator, world: World, call: Call,
+                                                    redis_server: RedisServer, vault: KeyVaultEmulator) -> None:
+    key = vault.versions(CACHE_KEY_SECRET)[-1].value
     response = embed(call, user(entra), world.rls_report, world.sales)
     assert response.status == 200, response.text
     token = response.json()["token"]
@@ -80,7 +81,7 @@ def test_redis_holds_no_token_user_report_or_tenant(shared_env: Env, entra: Entr
     assert len(entries) >= 3  # the embed token, the report, the dataset
     everything = b"\n".join(k + b"\n" + v for k, v in entries.items())
     for visible in (token, token[:24], ALICE, ALICE.split("@")[0], world.rls_report, world.rls_dataset, world.sales,
-                    TENANT, "Secured", "By region", "embedUrl", "reportId"):
+                    TENANT, "Secured", "By region", "embedUrl", "reportId", key):
         assert visible.encode() not in everything, visible
     for key in entries:
         assert key.startswith((b"tb:embed token:", b"tb:powerbi metadata:")), key
@@ -110,7 +111,7 @@ def test_an_entry_copied_to_another_key_does_not_decrypt(shared_env: Env, entra:
 
 def test_key_rotation_new_version_encrypts_previous_decrypts(shared_env: Env, entra: EntraEmulator, world: World,
                                                              powerbi: PowerBIEmulator, call: Call,
-                                                             vault: KeyVaultEmulator, redis_server: RedisServer) -> None:
+                                                             vault: KeyVaultEmulator) -> None:
     first = embed(call, user(entra), world.plain_report, world.sales)
     assert first.status == 200, first.text
     time.sleep(1.1)  # Key Vault's "created" has a resolution of one second: the newest must be newer

@@ -63,7 +63,7 @@ class SharedCacheTier:
             return fetch()
         if found is not None:
             telemetry.cache_lookup(attributes, "hit")
-            return found  # type: ignore[return-value]  # not UNAVAILABLE, not None: a V
+            return found  # type: ignore[no-any-return]  # not UNAVAILABLE, not None: a V
         return self._single_flight(keyring, names, fetch, encode, decode, ttl, attributes)
 
     def _read(self, keyring: Keyring, names: list[bytes], decode: Callable[[bytes], V]) -> Any:

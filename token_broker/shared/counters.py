@@ -74,7 +74,7 @@ class SharedCountersTier:
                 script = self._scripts[operation] = client.register_script(source)
             return script(keys=[name], args=args, client=client)
 
-        waited = self._redis.call(operation, run)
+        waited: Any = self._redis.call(operation, run)
         if waited is UNAVAILABLE:
             return None
-        return int(waited) / 1000.0  # type: ignore[call-overload]
+        return int(waited) / 1000.0
