@@ -104,7 +104,7 @@ class Broker:
             "authority": self.settings.authority,
             "scope": self.settings.scope,
             "warnings": [w.as_dict() for w in self.settings.warnings],
-            "sharedCache": self.shared.health() if self.shared is not None else None,
+            **({"sharedCache": self.shared.health()} if self.shared is not None else {}),
         }
 
     def problems(self, *, probe: bool = False) -> list[SettingProblem]:
