@@ -52,3 +52,9 @@ def decode_embed(blob: bytes) -> tuple[EmbedToken, tuple[ReportInfo, ...]]:
     data = _load("embed", blob)
     token = EmbedToken(str(data["token"]), str(data["tokenId"]), float(data["expiresOn"]))
     return token, tuple(ReportInfo(**r) for r in data["reports"])
+
+
+def decode_embed_bytes(blob: bytes) -> bytes:
+    """Decode ``blob`` as an embed entry (raising as :func:`decode_embed` does) and return it unchanged."""
+    decode_embed(blob)
+    return blob

@@ -90,14 +90,14 @@ class SharedCacheTier:
         token = secrets.token_hex(16)
         deadline = self._clock() + self._lock_ms / 1000
         poll = POLL_START
-        waited = False
         while True:
             taken = self._redis.call("lock", lambda r: r.set(lock, token, nx=True, px=self._lock_ms))
             if taken is UNAVAILABLE:
                 telemetry.cache_lookup(attributes, "unavailable")
                 return fetch()
             if taken:
-                found = self._read(keyring, names, decode) if waited else None  # finished while we waited?
+                # Another instance may have stored the value and released its lock since our first read.
+                found = self._read(keyring, names, decode)
                 if found is not None and found is not UNAVAILABLE:
                     self._unlock(lock, token)
                     telemetry.cache_lookup(attributes, "coalesced")
@@ -116,7 +116,6 @@ class SharedCacheTier:
                 return value
             self._sleep(poll)
             poll = min(poll * 2, POLL_MAX)
-            waited = True
             found = self._read(keyring, names, decode)
             if found is UNAVAILABLE:
                 telemetry.cache_lookup(attributes, "unavailable")
