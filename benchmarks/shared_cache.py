@@ -42,6 +42,7 @@ INSTANCES = 8
 THREADS_PER_INSTANCE = 4
 REQUESTS_PER_INSTANCE = 1_000
 WITHOUT = "the same 8 instances without Redis (memory caches only)"
+PLAIN = "the same value as plaintext JSON under a readable key (no encryption)"
 
 
 def _phase(stack: BenchStack, world: EmbedWorld, environ: dict[str, str]) -> tuple[int, int]:
@@ -68,7 +69,7 @@ def _phase(stack: BenchStack, world: EmbedWorld, environ: dict[str, str]) -> tup
     return world.powerbi.generate_token_calls(), failed
 
 
-def _generate_token_p50(stack: BenchStack, world: EmbedWorld, count: int) -> tuple[float, bytes]:
+def _generate_token_p50(stack: BenchStack, world: EmbedWorld, count: int) -> tuple[float, bytes, bytes]:
     """Median GenerateToken round trip (ms) with the product's client, and one real value as the L2 stores it."""
     access = msal_token(stack.new_msal_app(), stack.scopes)["access_token"]
     client = PowerBIClient(world.powerbi.api_url, timeout=10)
@@ -84,7 +85,8 @@ def _generate_token_p50(stack: BenchStack, world: EmbedWorld, count: int) -> tup
         samples.append(time.perf_counter_ns() - before)
     assert token is not None
     samples.sort()
-    return percentile(samples, 0.5) / NS_PER_MS, cache_codec.encode_embed(token, (report,))
+    return (percentile(samples, 0.5) / NS_PER_MS, cache_codec.encode_embed(token, (report,)),
+            cache_codec.encode_report(report))
 
 
 def _l2_hit_p50(shared: SharedCacheStack, value: bytes, count: int) -> float:
@@ -114,8 +116,9 @@ def _l2_hit_p50(shared: SharedCacheStack, value: bytes, count: int) -> float:
     return percentile(samples, 0.5) / NS_PER_MS
 
 
-def _memory(shared: SharedCacheStack) -> tuple[float, float]:
-    """Mean ``MEMORY USAGE`` (bytes) of the embed-token entries and of the metadata entries."""
+def _memory(shared: SharedCacheStack, plain_embed: bytes, plain_report: bytes) -> tuple[float, ...]:
+    """Mean ``MEMORY USAGE`` (bytes) of the embed-token and metadata entries, and of one plaintext copy of each
+    under a readable key (what an unencrypted cache keyed by ids would hold: the baseline)."""
     assert shared.redis is not None
     client: Any = shared.redis.client()
 
@@ -123,7 +126,14 @@ def _memory(shared: SharedCacheStack) -> tuple[float, float]:
         keys = client.keys(pattern)
         return float(statistics.mean(client.memory_usage(k) for k in keys)) if keys else 0.0
 
-    return mean("tb:embed token:*"), mean("tb:powerbi metadata:*")
+    embed, metadata = mean("tb:embed token:*"), mean("tb:powerbi metadata:*")
+    plain_keys = ("plain:embed:client_credentials:0ff1ce00-0000-4000-8000-0000000e4b3d:bench-user-1@contoso.com",
+                  "plain:report:0ff1ce00-0000-4000-8000-00000000da7a:0ff1ce00-0000-4000-8000-0000000e4b3d")
+    client.set(plain_keys[0], plain_embed)
+    client.set(plain_keys[1], plain_report)
+    plain = tuple(float(client.memory_usage(k)) for k in plain_keys)
+    client.delete(*plain_keys)
+    return embed, metadata, *plain
 
 
 def run(ctx: RunContext) -> list[Figure]:
@@ -139,7 +149,9 @@ def run(ctx: RunContext) -> list[Figure]:
         with_redis = {**base, **shared.settings()}
         assert shared.redis is not None
         client: Any = shared.redis.client()
-        without_calls, with_calls, usages, per_key = [], [], [], []
+        count = 200 if ctx.quick else 1_000
+        generate_ms, value, report_value = _generate_token_p50(stack, world, 20 if ctx.quick else 50)
+        without_calls, with_calls, usages, per_key, plain_usages, plain_per_key = [], [], [], [], [], []
         for number in range(runs):
             calls, failed = _phase(stack, world, base)
             without_calls.append(float(calls))
@@ -149,17 +161,17 @@ def run(ctx: RunContext) -> list[Figure]:
             with_calls.append(float(calls_l2))
             if failed or failed_l2:
                 raise RuntimeError(f"{failed} + {failed_l2} embed requests failed")
-            usage, metadata = _memory(shared)
+            usage, metadata, plain_usage, plain_metadata = _memory(shared, value, report_value)
             usages.append(usage)
             per_key.append(metadata)
+            plain_usages.append(plain_usage)
+            plain_per_key.append(plain_metadata)
             growth = float(client.info("memory")["used_memory"]) - empty
             ctx.progress(f"shared cache run {number + 1}/{runs}: {calls} GenerateToken calls without Redis, "
                          f"{calls_l2} with; {usage:.0f} bytes per embed entry")
         ctx.note("Shared cache (Redis)", [
             f"used_memory grew {growth / 1024:.0f} KiB for {client.dbsize()} keys: mostly the {INSTANCES} instances' "
             "connection buffers, not the entries (MEMORY USAGE per entry is the figure)"])
-        count = 200 if ctx.quick else 1_000
-        generate_ms, value = _generate_token_p50(stack, world, 20 if ctx.quick else 50)
         hit_ms = [_l2_hit_p50(shared, value, count) for _ in range(runs)]
     finally:
         shared.stop()
@@ -171,10 +183,10 @@ def run(ctx: RunContext) -> list[Figure]:
         Figure("shared.l2_hit_p50", "Median L2 hit (Redis MGET + AES-GCM + decode) vs a GenerateToken round trip "
                f"at {stack.latency * 1000:.0f} ms emulator latency", "ms", tuple(hit_ms), (generate_ms,),
                "GenerateToken round trip (PowerBIClient)"),
-        Figure("shared.redis_bytes_per_embed_entry", "Redis MEMORY USAGE per embed-token entry (encrypted)",
-               "bytes", tuple(usages)),
-        Figure("shared.redis_bytes_per_metadata_entry", "Redis MEMORY USAGE per Power BI metadata entry (encrypted)",
-               "bytes", tuple(per_key)),
+        Figure("shared.redis_bytes_per_embed_entry", "Redis MEMORY USAGE per embed-token entry (encrypted, HMAC "
+               "key name)", "bytes", tuple(usages), tuple(plain_usages), PLAIN),
+        Figure("shared.redis_bytes_per_metadata_entry", "Redis MEMORY USAGE per Power BI metadata entry (encrypted, "
+               "HMAC key name)", "bytes", tuple(per_key), tuple(plain_per_key), PLAIN),
     ]
 
 
