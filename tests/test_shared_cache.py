@@ -12,13 +12,16 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import jwt
 import pytest
 
 from devtools.entra import EntraEmulator
 from devtools.functions_host import HostResponse
 from devtools.keyvault import KeyVaultEmulator
+from devtools.managed_identity import ManagedIdentity
 from devtools.powerbi import PowerBIEmulator
 from devtools.redis_server import RedisServer
+from devtools.tls import DevCertificateAuthority
 from tests.conftest import (
     ALICE,
     API,
@@ -32,6 +35,8 @@ from tests.conftest import (
     shared_settings,
 )
 from token_broker import runtime
+from token_broker.aad.identity import app_credential
+from token_broker.config.identity import AppIdentity
 
 Call = Callable[..., HostResponse]
 
@@ -218,3 +223,32 @@ def test_without_redis_nothing_of_it_is_imported(tmp_path: Any) -> None:
     result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=60,
                             check=True)
     assert result.stdout.strip() == "[]", result.stdout
+
+
+def test_entra_auth_sends_the_identitys_object_id_and_a_redis_token_over_tls(
+        env: Env, entra: EntraEmulator, powerbi: PowerBIEmulator, world: World, call: Call, cache_key_uri: str,
+        app_identity: ManagedIdentity, ca: DevCertificateAuthority, monkeypatch: pytest.MonkeyPatch) -> None:
+    """CACHE_REDIS_AUTH=entra through redis-entraid over the app's managed identity (the emulator's).
+
+    A local redis-server cannot validate Entra ID tokens, so the test gives it an ACL user named after the
+    identity's object id whose password is the token the identity gets for https://redis.azure.com (the
+    broker's credential shares azure-identity's token cache, so it sends that same token): Redis then admits
+    exactly what Azure Managed Redis would, user name and token, over TLS.
+    """
+    monkeypatch.setenv("SSL_CERT_FILE", ca.ca_bundle_path)
+    identity = AppIdentity(client_id=app_identity.client_id, on_managed_identity_host=True)
+    token = app_credential(identity).get_token("https://redis.azure.com/.default").token
+    claims = jwt.decode(token, options={"verify_signature": False})
+    assert claims["oid"] == app_identity.principal_id and claims["aud"].startswith("https://redis.azure.com")
+    with RedisServer(tls_ca=ca) as server:
+        admin: Any = server.client()
+        admin.execute_command("ACL", "SETUSER", app_identity.principal_id, "on", f">{token}", "~*", "&*", "+@all")
+        admin.execute_command("ACL", "SETUSER", "default", "off")  # only the identity gets in
+        env.set(**embed_settings(entra, powerbi, world), **{
+            **shared_settings(server, cache_key_uri, app_identity.client_id), "CACHE_REDIS_AUTH": "entra"})
+        response = embed(call, user(entra), world.plain_report, world.sales)
+        assert response.status == 200, response.text
+        shared = runtime.current_broker().shared
+        assert shared is not None and shared.connection.failures == 0
+        users: Any = server.client(username=app_identity.principal_id, password=token)
+        assert users.keys("tb:embed token:*")
