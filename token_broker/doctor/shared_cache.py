@@ -24,6 +24,9 @@ _FIXES = {
     "redis_auth_failed": "CACHE_REDIS_AUTH=entra: assign the app's user-assigned identity (AZURE_CLIENT_ID) an access "
                          "policy on the Azure Managed Redis database, with its object id as the user. "
                          "CACHE_REDIS_AUTH=password: CACHE_REDIS_PASSWORD is not the current access key.",
+    "redis_cluster_policy": "The database uses the OSS clustering policy, which needs a cluster-aware client: create "
+                            "it with the Enterprise clustering policy (EnterpriseCluster; or NoCluster), which the "
+                            "broker's client and its MGET across key versions need.",
     "redis_out_of_memory": "The database is full under the noeviction policy: scale it up, or use volatile-lru "
                            "(every key the broker writes has a TTL).",
 }

@@ -131,6 +131,8 @@ def _error_type(err: BaseException) -> str:
     if name in ("AuthenticationError", "AuthenticationWrongNumberOfArgsError") or "WRONGPASS" in text \
             or "NOAUTH" in text or "NOPERM" in text:
         return "redis_auth_failed"
+    if name in ("MovedError", "AskError") or text.startswith(("MOVED", "ASK", "CROSSSLOT")):
+        return "redis_cluster_policy"  # an OSS-cluster database: the broker's client needs one endpoint
     if name == "TimeoutError":
         return "redis_timeout"
     if name == "ConnectionError":
