@@ -175,3 +175,35 @@ def test_counter_names_reveal_nothing(redis_server: RedisServer) -> None:
     assert counters.take_window("query budget", ("tenant-id", "alice@contoso.com"), limit=10, seconds=60) == 0
     names = b" ".join(redis_server.client().keys("*"))  # type: ignore[attr-defined]
     assert b"alice" not in names and b"tenant" not in names and b"contoso" not in names
+
+
+def test_the_keyring_picks_up_a_rotation_and_keeps_its_keys_when_key_vault_fails() -> None:
+    from token_broker.shared.keyring import REFRESH_SECONDS
+    from token_broker.support.errors import KeyVaultError
+
+    now = [0.0]
+    versions = [[("v1", new_cache_key())]]
+    failing = [False]
+
+    def read() -> list[tuple[str, str]]:
+        if failing[0]:
+            raise KeyVaultError("the vault is unreachable", code="keyvault_unreachable")
+        return list(versions[-1])
+
+    source = KeyringSource(read, clock=lambda: now[0])
+    first = source.current()
+    name = first.names("embed token", canonical(("sp", "r")))[0]
+    blob = first.encrypt(name, b"value")
+    versions.append([("v2", new_cache_key()), versions[0][0]])  # rotated: v2 newest, v1 previous
+    now[0] += REFRESH_SECONDS - 1
+    assert source.current().newest.version == "v1"  # not yet listed again
+    now[0] += 2
+    rotated = source.current()
+    assert [v.version for v in rotated.versions] == ["v2", "v1"]
+    assert rotated.decrypt(name, blob) == b"value"  # the previous version still decrypts
+    new_name = rotated.names("embed token", canonical(("sp", "r")))[0]
+    assert new_name != name and rotated.decrypt(new_name, rotated.encrypt(new_name, b"x")) == b"x"
+    failing[0] = True
+    now[0] += REFRESH_SECONDS + 1
+    assert source.current() is rotated  # a failed refresh keeps the keys already loaded
+    assert source.problem is None
