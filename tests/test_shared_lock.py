@@ -7,6 +7,9 @@ the processes themselves are in tests/test_shared_instances.py.
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -15,7 +18,7 @@ from typing import Any
 import pytest
 
 from devtools.redis_server import RedisServer
-from tests.conftest import new_cache_key
+from tests.conftest import ROOT, new_cache_key
 from token_broker.callers.rate_limit import RateLimiter
 from token_broker.config.identity import AppIdentity
 from token_broker.config.shared_cache import SharedCacheSettings
@@ -77,19 +80,40 @@ def test_one_upstream_call_across_instances(redis_server: RedisServer) -> None:
     assert redis_server.client().keys("tb:lock:*") == []  # type: ignore[attr-defined]  # released
 
 
+_HOLDER = """
+import sys, time
+from tests.test_shared_lock import Instance
+from devtools.redis_server import RedisServer
+server = RedisServer.__new__(RedisServer)
+server.host, server.port = "127.0.0.1", int(sys.argv[1])
+def fetch():
+    print("locked", flush=True)
+    time.sleep(60)  # killed here, holding the lock
+    return "never"
+Instance(server, lock_seconds=1.5, key=sys.argv[2]).get(("sp", "report-2"), fetch)
+"""
+
+
 def test_a_lock_holder_that_died_blocks_nobody_longer_than_its_lock(redis_server: RedisServer) -> None:
-    instance = Instance(redis_server, lock_seconds=1.5)
-    key = ("sp", "report-2")
-    # What a holder that died leaves behind: its lock, with its expiry, and no value ever.
-    name = instance.keys.current().names("embed token", canonical(key))[0]
-    lock = b"tb:lock:" + name.partition(b":")[2]
-    assert redis_server.client().set(lock, "dead-holder", nx=True, px=1500)  # type: ignore[attr-defined]
-    upstream = Upstream(0.0)
-    started = time.monotonic()
-    assert instance.get(key, upstream) == "value-1"
-    waited = time.monotonic() - started
-    assert upstream.calls == 1
-    assert 1.0 < waited < 2.5  # waited for the lock's expiry, no longer
+    """Another process takes the lock through the product's code and is killed (SIGKILL) while fetching."""
+    holder = subprocess.Popen([sys.executable, "-c", _HOLDER, str(redis_server.port), KEY], cwd=ROOT,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+        holder.send_signal(signal.SIGKILL)
+        holder.wait(10)
+        killed = time.monotonic()
+        assert redis_server.client().keys("tb:lock:*")  # type: ignore[attr-defined]  # left behind
+        upstream = Upstream(0.0)
+        assert Instance(redis_server, lock_seconds=1.5).get(("sp", "report-2"), upstream) == "value-1"
+        waited = time.monotonic() - killed
+        assert upstream.calls == 1
+        assert 0.8 < waited < 2.5  # it waited for the dead holder's lock (1.5 s from when it was taken), no longer
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+        if holder.stdout is not None:
+            holder.stdout.close()
 
 
 def test_the_lock_is_released_when_the_upstream_call_fails(redis_server: RedisServer) -> None:
