@@ -24,6 +24,7 @@ from devtools.redis_server import RedisServer
 from devtools.tls import DevCertificateAuthority
 from tests.conftest import (
     ALICE,
+    BOB,
     API,
     CACHE_KEY_SECRET,
     TENANT,
@@ -252,3 +253,17 @@ def test_entra_auth_sends_the_identitys_object_id_and_a_redis_token_over_tls(
         assert shared is not None and shared.connection.failures == 0
         users: Any = server.client(username=app_identity.principal_id, password=token)
         assert users.keys("tb:embed token:*")
+
+
+def test_a_passing_key_vault_failure_skips_the_tier_without_failing_requests(
+        shared_env: Env, entra: EntraEmulator, world: World, powerbi: PowerBIEmulator, call: Call,
+        vault: KeyVaultEmulator, redis_server: RedisServer) -> None:
+    vault.throttle(None, retry_after=0)  # every secret request: 429 (after the SDK's own retries too)
+    first = embed(call, user(entra), world.plain_report, world.sales)
+    assert first.status == 200, first.text
+    reads = vault.secret_reads(CACHE_KEY_SECRET)
+    second = embed(call, user(entra, BOB), world.plain_report, world.sales)
+    assert second.status == 200, second.text
+    assert vault.secret_reads(CACHE_KEY_SECRET) == reads  # not read again for every request meanwhile
+    assert raw_entries(redis_server) == {}  # nothing stored without the key
+    assert powerbi.generate_token_calls() == 2

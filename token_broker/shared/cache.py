@@ -18,6 +18,7 @@ from collections.abc import Callable, Hashable
 from typing import Any, TypeVar
 
 from ..support import telemetry
+from ..support.errors import BrokerError, ConfigurationError
 from .connection import UNAVAILABLE, RedisConnection
 from .keyring import Keyring, KeyringSource
 from .keys import canonical
@@ -53,10 +54,16 @@ class SharedCacheTier:
 
     def get_or_fetch(self, namespace: str, key: Hashable, fetch: Callable[[], V], *, encode: Callable[[V], bytes],
                      decode: Callable[[bytes], V], ttl: Callable[[V], float]) -> V:
-        keyring = self._keys.current()  # ConfigurationError (fail closed) / a passing Key Vault error
-        names = keyring.names(namespace, canonical(key))
         attributes = self._attributes.get(namespace) or self._attributes.setdefault(
             namespace, telemetry.cache_attributes(f"{namespace} shared"))
+        try:
+            keyring = self._keys.current()
+        except ConfigurationError:
+            raise  # no usable key: fail closed, never store in the clear
+        except BrokerError:  # a passing Key Vault failure (logged by the keyring): as if there were no Redis
+            telemetry.cache_lookup(attributes, "unavailable")
+            return fetch()
+        names = keyring.names(namespace, canonical(key))
         found = self._read(keyring, names, decode)
         if found is UNAVAILABLE:
             telemetry.cache_lookup(attributes, "unavailable")

@@ -39,6 +39,8 @@ TAG_BYTES = 8
 NONCE_BYTES = 12
 #: How often the key versions are listed again (a rotation reaches every instance within this time).
 REFRESH_SECONDS = 600.0
+#: After a passing failure of the first read, requests skip the shared tier this long before reading again.
+RETRY_SECONDS = 30.0
 #: Key Vault errors that say the configuration is wrong (not a passing outage).
 PERMANENT = frozenset({"keyvault_forbidden", "keyvault_unauthorized", "keyvault_secret_not_found",
                        "keyvault_secret_disabled", "keyvault_secret_empty", "managed_identity_unavailable"})
@@ -129,6 +131,7 @@ class KeyringSource:
         self._refresh_seconds = refresh_seconds
         self._keyring: Keyring | None = None
         self._due = 0.0
+        self._failure: BrokerError | None = None  # a passing failure of the first read, until _due
         self._lock = threading.Lock()
         self.problem: ConfigurationError | None = None
 
@@ -137,14 +140,23 @@ class KeyringSource:
         if keyring is not None and self._clock() < self._due:
             return keyring
         with self._lock:
-            if self._keyring is not None and self._clock() < self._due:
-                return self._keyring
+            if self._clock() < self._due:
+                if self._keyring is not None:
+                    return self._keyring
+                if self._failure is not None:
+                    raise self._failure  # Key Vault failed moments ago: do not make every request wait on it
             try:
                 self._keyring = self._load()
-                self.problem = None
+                self.problem = self._failure = None
             except BrokerError as err:
                 if self._keyring is None:
-                    raise self._problem(err) from err
+                    failure = self._problem(err)
+                    if not isinstance(failure, ConfigurationError):
+                        self._failure = failure
+                        self._due = self._clock() + RETRY_SECONDS
+                        log.warning("Reading %s failed (%s); the shared cache is skipped for %d s", SETTING,
+                                    failure.code, RETRY_SECONDS)
+                    raise failure from err
                 log.warning("Re-reading %s failed (%s); keeping the keys already loaded", SETTING,
                             getattr(err, "code", type(err).__name__))
             self._due = self._clock() + self._refresh_seconds
