@@ -24,8 +24,8 @@ from devtools.redis_server import RedisServer
 from devtools.tls import DevCertificateAuthority
 from tests.conftest import (
     ALICE,
-    BOB,
     API,
+    BOB,
     CACHE_KEY_SECRET,
     TENANT,
     Env,

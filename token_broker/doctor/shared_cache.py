@@ -34,7 +34,7 @@ _FIXES = {
 
 def shared_cache_checks(shared: SharedTier) -> list[Check]:
     """The key check, and the Redis checks when the key is usable."""
-    from ..shared.connection import _error_type
+    from ..shared.connection import error_type
 
     try:
         keyring = shared.keys.current()
@@ -65,7 +65,7 @@ def shared_cache_checks(shared: SharedTier) -> list[Check]:
         else:
             found.append(Check("shared_cache:roundtrip", OK, "an encrypted value written, read back and deleted"))
     except Exception as err:  # redis-py's errors, the Entra ID credential's: each mapped to its fix
-        kind = _error_type(err)
+        kind = error_type(err)
         check = "shared_cache:redis" if step == "ping" else "shared_cache:roundtrip"
         found.append(Check(check, FAIL, f"Redis at {where}: {kind}", _FIXES.get(kind, f"Redis answered {kind}."),
                            kind))

@@ -109,7 +109,7 @@ class RedisConnection:
     def _failed(self, upstream: telemetry.UpstreamCall, operation: str, err: BaseException, *,
                 open_breaker: bool) -> None:
         self.failures += 1
-        kind = _error_type(err)
+        kind = error_type(err)
         upstream.failed(kind)
         if open_breaker:
             self.breaker.failure()
@@ -122,7 +122,7 @@ class RedisConnection:
             client.close()
 
 
-def _error_type(err: BaseException) -> str:
+def error_type(err: BaseException) -> str:
     """A low-cardinality name of a Redis failure for telemetry and logs (never the server's text)."""
     name = type(err).__name__
     text = str(err)
