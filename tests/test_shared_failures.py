@@ -120,7 +120,8 @@ def test_redis_killed_and_restarted_mid_load_fails_no_request(shared_env: Env, e
             thread.join(30)
     statuses = [status for status, _ in results]
     assert len(statuses) > 20 and set(statuses) == {200}, set(statuses)
-    assert max(seconds for _, seconds in results) < CONNECT_TIMEOUT + COMMAND_TIMEOUT + 2.0
+    # One connect or command timeout at most (redis-py's default retries took 11.6 s), plus slack for a busy CI.
+    assert max(seconds for _, seconds in results) < CONNECT_TIMEOUT + COMMAND_TIMEOUT + 3.0
 
 
 def test_a_wrong_redis_password_fails_no_request(env: Env, entra: EntraEmulator, powerbi: PowerBIEmulator,

@@ -108,7 +108,7 @@ def test_a_lock_holder_that_died_blocks_nobody_longer_than_its_lock(redis_server
         assert Instance(redis_server, lock_seconds=1.5).get(("sp", "report-2"), upstream) == "value-1"
         waited = time.monotonic() - killed
         assert upstream.calls == 1
-        assert 0.8 < waited < 2.5  # it waited for the dead holder's lock (1.5 s from when it was taken), no longer
+        assert 0.3 < waited < 3.0  # it waited for the dead holder's lock (1.5 s from when it was taken), not longer
     finally:
         if holder.poll() is None:
             holder.kill()
