@@ -267,3 +267,20 @@ def test_a_passing_key_vault_failure_skips_the_tier_without_failing_requests(
     assert vault.secret_reads(CACHE_KEY_SECRET) == reads  # not read again for every request meanwhile
     assert raw_entries(redis_server) == {}  # nothing stored without the key
     assert powerbi.generate_token_calls() == 2
+
+
+def test_the_proxys_metadata_is_shared_too(env: Env, entra: EntraEmulator, powerbi: PowerBIEmulator, world: World,
+                                           call: Call, redis_server: RedisServer, cache_key_uri: str,
+                                           shared_identity: str) -> None:
+    env.set(**embed_settings(entra, powerbi, world, POWERBI_PROXY_ENABLED="true",
+                             POWERBI_PROXY_QUERY_CACHE_SECONDS="0"),
+            **shared_settings(redis_server, cache_key_uri, shared_identity))
+    url = f"/api/powerbi/v1.0/myorg/groups/{world.sales}/datasets/{world.plain_dataset}/executeQueries"
+    for n in range(2):
+        runtime.reset()  # each query from a new instance
+        response = call("POST", url, headers=user(entra), json={"queries": [{"query": f"EVALUATE T{n}"}]})
+        assert response.status == 200, response.text
+    assert powerbi.dataset_lookups() == 1  # the second instance read the dataset's RLS flags from Redis
+    assert powerbi.execute_queries_calls() == 2
+    client: Any = redis_server.client()
+    assert len(client.keys("tb:proxy metadata:*")) == 1

@@ -74,7 +74,8 @@ class Broker:
                              refresh_margin=settings.token_refresh_margin_seconds,
                              http_timeout=settings.http_timeout_seconds,
                              shared=shared.cache if shared is not None else None)
-        proxy = PowerBIProxy(settings, tokens, shared_counters=shared.counters if shared is not None else None)
+        proxy = PowerBIProxy(settings, tokens, shared_counters=shared.counters if shared is not None else None,
+                             shared_cache=shared.cache if shared is not None else None)
         broker = cls(settings, credential, tokens, authenticator, embed, proxy, limiter, shared,
                      settings_source, indexed_function_key)
         for problem in broker.problems():

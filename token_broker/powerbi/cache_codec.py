@@ -58,3 +58,22 @@ def decode_embed_bytes(blob: bytes) -> bytes:
     """Decode ``blob`` as an embed entry (raising as :func:`decode_embed` does) and return it unchanged."""
     decode_embed(blob)
     return blob
+
+
+def encode_metadata(value: ReportInfo | DatasetInfo | None) -> bytes:
+    """The proxy's metadata: a report, a dataset, or None (an allowed report that lives elsewhere)."""
+    if isinstance(value, ReportInfo):
+        return encode_report(value)
+    if isinstance(value, DatasetInfo):
+        return encode_dataset(value)
+    return _dump("none", None)
+
+
+def decode_metadata(blob: bytes) -> ReportInfo | DatasetInfo | None:
+    kind = json.loads(blob).get("kind")
+    if kind == "report":
+        return decode_report(blob)
+    if kind == "dataset":
+        return decode_dataset(blob)
+    _load("none", blob)
+    return None
