@@ -18,7 +18,17 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
-from . import cold_start, concurrency, embed_tokens, http_load, memory, powerbi_proxy, stampede, token_endpoint
+from . import (
+    cold_start,
+    concurrency,
+    embed_tokens,
+    http_load,
+    memory,
+    powerbi_proxy,
+    shared_cache,
+    stampede,
+    token_endpoint,
+)
 from .machine import describe_machine
 from .report import Figure, render_notes, render_table, report_json
 from .stack import EMULATOR_LATENCY_SECONDS, FULL, QUICK, RunContext
@@ -30,6 +40,7 @@ SUITES: dict[str, Callable[[RunContext], list[Figure]]] = {
     "cold_start": cold_start.run,
     "embed_tokens": embed_tokens.run,
     "powerbi_proxy": powerbi_proxy.run,
+    "shared_cache": shared_cache.run,
     "concurrency": concurrency.run,
     "http_load": http_load.run,
     "memory": memory.run,

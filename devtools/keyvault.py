@@ -217,6 +217,41 @@ class KeyVaultEmulator(EmulatorServer):
                    and any(h.lower() == "authorization" for h in r.headers))
 
     # --------------------------------------------------------------------- routes
+    @route("GET", r"/secrets/(?P<name>[^/]+)/versions/?")
+    def _list_versions(self, request: Request) -> Response:
+        """Get Secret Versions: ``SecretItem`` metadata (never values), ``maxresults`` per page (at most 25),
+        ``nextLink`` with an opaque ``$skiptoken``. Like Key Vault, items come in no particular order (here:
+        by version id), so a client that wants the newest must sort by ``attributes.created``."""
+        claims = self._authenticate(request)
+        if isinstance(claims, Response):
+            return claims
+        name = request.path_params["name"]
+        denied = self._check_api_version(request) or self._authorize(claims, name)
+        if denied is not None:
+            return denied
+        try:
+            page_size = int(request.query.get("maxresults") or 25)
+            start = int(request.query.get("$skiptoken") or 0)
+        except ValueError:
+            return self._answer(_error(400, "BadParameter", "Invalid maxresults or $skiptoken."))
+        if not 1 <= page_size <= 25:
+            return self._answer(_error(400, "BadParameter", "maxresults must be between 1 and 25."))
+        with self._vault_lock:
+            versions = sorted(self._secrets.get(name.lower(), []), key=lambda v: v.version)
+        if not versions:
+            return self._answer(_error(404, "SecretNotFound", f"A secret with (name/id) {name} was not found in this "
+                                       "key vault."))
+        page = versions[start:start + page_size]
+        next_link = None
+        if start + page_size < len(versions):
+            next_link = (f"{self.vault_url}/secrets/{versions[0].name}/versions?api-version="
+                         f"{request.query['api-version']}&maxresults={page_size}&$skiptoken={start + page_size}")
+        items = []
+        for version in page:
+            item = {key: value for key, value in self._bundle(version).items() if key not in ("value", "kid")}
+            items.append(item)
+        return self._answer(Response.json({"value": items, "nextLink": next_link}))
+
     @route("GET", r"/secrets/(?P<name>[^/]+)(?:/(?P<version>[^/]*))?/?")
     def _get_secret(self, request: Request) -> Response:
         claims = self._authenticate(request)

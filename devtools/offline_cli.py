@@ -27,6 +27,7 @@ from types import FrameType
 
 from .local_settings import load_local_settings
 from .offline_stack import ROOT, OfflineStack, OfflineStackError
+from .redis_server import RedisServerMissing
 
 __all__ = ["STATE_DIR", "main", "state_path"]
 
@@ -52,6 +53,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--token-lifetime", type=int, default=3600,
                         help="lifetime of Azure AD tokens, seconds (embed tokens never outlive them)")
     parser.add_argument("--latency", type=float, default=0.0, help="emulator latency per request, seconds")
+    parser.add_argument("--redis", action="store_true",
+                        help="share caches through a local redis-server (Debian's package) on loopback, with an "
+                             "encryption key in a Key Vault emulator, as CACHE_REDIS_HOST does in Azure")
     parser.add_argument("--metrics", type=float, metavar="SECONDS",
                         help="print a one-line summary of the broker's OpenTelemetry metrics every SECONDS "
                              "(docs/OPERATIONS.md)")
@@ -73,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     host_settings = load_local_settings(ROOT / "local.settings.json")
     stack = OfflineStack(port=args.port, grant_type=args.grant_type, caller_auth=args.caller_auth,
                          token_lifetime=args.token_lifetime, latency=args.latency,
-                         cors_origins=tuple(host_settings.cors_origins))
+                         cors_origins=tuple(host_settings.cors_origins), redis=args.redis)
     stop = threading.Event()
     if args.metrics:
         from devtools import metrics
@@ -88,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         try:
             stack.start()
-        except OfflineStackError as err:
+        except (OfflineStackError, RedisServerMissing) as err:
             print(f"{PROG}: {err}", file=sys.stderr)
             return 2
         except OSError as err:

@@ -39,6 +39,7 @@ from .entra import EntraEmulator
 from .functions_host import FunctionsHost, HostResponse, route_prefix_from_host_json
 from .powerbi import PowerBIEmulator
 from .powerbi_embed_page import EMBED_HOST
+from .shared_stack import SharedCacheStack
 from .tls import DevCertificateAuthority
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -93,6 +94,7 @@ class OfflineStack:
         static_dir: Path | None = None,
         entra_port: int | None = None,
         spa_options: Mapping[str, str] | None = None,
+        redis: bool = False,
     ) -> None:
         self.ca = DevCertificateAuthority()
         self.entra = EntraEmulator(ca=self.ca, port=entra_port)  # None: 443 when it can be bound
@@ -108,6 +110,7 @@ class OfflineStack:
         self._cors_origins = cors_origins
         self._static_dir = static_dir if static_dir is not None else ROOT / "samples"
         self._spa_options = dict(spa_options or {})
+        self.shared: SharedCacheStack | None = SharedCacheStack(self.ca, self.entra) if redis else None
         self.server: DevServer | None = None
         self._saved_environ: dict[str, str | None] = {}
 
@@ -137,6 +140,8 @@ class OfflineStack:
                        "POWERBI_PROXY_ENABLED": "true"}  # the sample SPA's data calls (issue 16)
         if self._grant_type == "password":
             values |= {"POWERBI_USERNAME": MASTER_USER, "POWERBI_PASSWORD": self._user_password}
+        if self.shared is not None:
+            values |= self.shared.settings()
         return values | self._extra
 
     def user_token(self, username: str = DEMO_USER, *, lifetime: int = 3600) -> str:
@@ -216,7 +221,10 @@ class OfflineStack:
         self.powerbi.add_workspace(WORKSPACE_ID, name="Demo", members=members, capacity="shared")
         self.powerbi.add_dataset(WORKSPACE_ID, DATASET_ID, name="Sales")
         self.powerbi.add_report(WORKSPACE_ID, REPORT_ID, name="Sales overview", dataset_id=DATASET_ID)
-        self._apply_environ({**self.settings(), "REQUESTS_CA_BUNDLE": self.ca.ca_bundle_path})
+        platform: dict[str, str] = {}
+        if self.shared is not None:
+            platform = self.shared.start(TENANT_ID)
+        self._apply_environ({**self.settings(), **platform, "REQUESTS_CA_BUNDLE": self.ca.ca_bundle_path})
         from token_broker import runtime
 
         runtime.reset()
@@ -246,6 +254,8 @@ class OfflineStack:
             self.server.stop()
             self.server = None
         self.powerbi.stop()
+        if self.shared is not None:
+            self.shared.stop()
         self.entra.stop()
         for name, value in self._saved_environ.items():
             if value is None:

@@ -88,6 +88,16 @@ class DevCertificateAuthority:
         self._ca.issue_cert(*hosts).configure_cert(context)
         return context
 
+    def write_server_certificate(self, directory: str, *hosts: str) -> tuple[str, str]:
+        """Write a leaf certificate (with its chain) and its key for ``hosts`` as PEM files in ``directory``
+        (for servers configured with files, such as redis-server); returns their paths."""
+        leaf = self._ca.issue_cert(*hosts)
+        cert_path, key_path = os.path.join(directory, "server.pem"), os.path.join(directory, "server.key")
+        leaf.private_key_pem.write_to_path(key_path)
+        with open(cert_path, "wb") as handle:
+            handle.write(b"".join(blob.bytes() for blob in leaf.cert_chain_pems))
+        return cert_path, key_path
+
     def issue_client_certificate(self, common_name: str = "devtools-app") -> ClientCertificate:
         """Issue an RSA certificate usable as an app's client credential.
 

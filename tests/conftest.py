@@ -8,6 +8,7 @@ and tokens when the session ends.
 
 from __future__ import annotations
 
+import base64
 import logging
 import os
 import re
@@ -25,6 +26,7 @@ from devtools.functions_host import FunctionsHost, HostResponse, route_prefix_fr
 from devtools.keyvault import KeyVaultEmulator
 from devtools.managed_identity import ManagedIdentity, ManagedIdentityEmulator
 from devtools.powerbi import PowerBIEmulator
+from devtools.redis_server import RedisServer, RedisServerMissing, redis_server_path
 from devtools.tls import DevCertificateAuthority
 from token_broker import runtime
 from token_broker.aad import identity as platform_identity
@@ -232,6 +234,59 @@ def vault(_vault_session: KeyVaultEmulator, _identity_session: ManagedIdentityEm
     yield _vault_session
     _vault_session.clear_faults()
     platform_identity.reset()
+
+
+# -- Redis (the shared cache tier) -------------------------------------------------------------------------
+
+CACHE_KEY_SECRET = "cache-encryption-key"
+
+
+@pytest.fixture(scope="session")
+def _redis_session() -> Iterator[RedisServer]:
+    try:
+        redis_server_path()
+    except RedisServerMissing as err:  # scripts/test.sh installs it: missing here is a broken setup, not a skip
+        pytest.fail(str(err))
+    with RedisServer() as server:
+        yield server
+
+
+@pytest.fixture
+def redis_server(_redis_session: RedisServer) -> Iterator[RedisServer]:
+    """Debian's redis-server on loopback (no persistence), empty for each test; restarted if a test killed it."""
+    _redis_session.start()
+    _redis_session.client().flushall()  # type: ignore[attr-defined]
+    yield _redis_session
+    _redis_session.thaw()
+    _redis_session.start()
+
+
+def new_cache_key() -> str:
+    """A cache encryption key as `openssl rand -base64 32` prints it."""
+    return base64.b64encode(os.urandom(32)).decode()
+
+
+@pytest.fixture
+def cache_key_uri(vault: KeyVaultEmulator) -> str:
+    """A fresh version of the shared cache's key in the vault; its versionless identifier."""
+    vault.set_secret(CACHE_KEY_SECRET, new_cache_key())
+    return f"{vault.vault_url}/secrets/{CACHE_KEY_SECRET}"
+
+
+@pytest.fixture
+def shared_identity(app_identity: ManagedIdentity) -> str:
+    """AZURE_CLIENT_ID of the app's user-assigned identity (it may read the vault)."""
+    return app_identity.client_id
+
+
+def shared_settings(redis_server: RedisServer, key_uri: str, client_id: str | None = None) -> dict[str, str]:
+    """The CACHE_* settings of a broker using ``redis_server`` (auth none: loopback, no TLS), read with the app's
+    identity (``client_id``: AZURE_CLIENT_ID)."""
+    settings = {"CACHE_REDIS_HOST": redis_server.address, "CACHE_REDIS_AUTH": "none",
+                "CACHE_ENCRYPTION_KEY_URI": key_uri}
+    if client_id:
+        settings["AZURE_CLIENT_ID"] = client_id
+    return settings
 
 
 # -- App Configuration ------------------------------------------------------------------------------------

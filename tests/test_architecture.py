@@ -21,13 +21,14 @@ LAYERS = {
     "config": 1,
     "callers": 2,
     "aad": 3,
-    "powerbi": 4,
-    "broker": 5,
-    "runtime": 6,
-    "doctor": 7,
-    "web": 7,
-    "__main__": 8,
-    "__init__": 8,
+    "shared": 4,
+    "powerbi": 5,
+    "broker": 6,
+    "runtime": 7,
+    "doctor": 8,
+    "web": 8,
+    "__main__": 9,
+    "__init__": 9,
 }
 
 

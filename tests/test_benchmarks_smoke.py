@@ -48,6 +48,10 @@ QUICK_FIGURES = {
     "memory.embed_cached",
     "memory.rate_limit_callers",
     "memory.mb_per_1000_entries",
+    "shared.generate_token_calls",
+    "shared.l2_hit_p50",
+    "shared.redis_bytes_per_embed_entry",
+    "shared.redis_bytes_per_metadata_entry",
 }
 HTTP_FIGURES = {"http.token.rps", "http.token.p99", "http.embed.rps", "http.embed.p99"}
 
@@ -118,6 +122,14 @@ def test_twenty_report_user_pairs_cost_twenty_generate_token_calls(quick_run: Ru
     assert calls["target_met"] is True
     # The sample's pattern calls GenerateToken once per request: 1,000 for the broker's 1,000.
     assert calls["baseline"]["runs"] == [1000] * len(calls["baseline"]["runs"])
+
+
+@pytest.mark.slow
+def test_eight_instances_sharing_redis_make_twenty_generate_token_calls(quick_run: Run) -> None:
+    _, document = quick_run
+    calls = _figures(document)["shared.generate_token_calls"]
+    assert calls["runs"] == [20] * len(calls["runs"]) and calls["target_met"] is True
+    assert calls["baseline"]["runs"] == [160] * len(calls["baseline"]["runs"])  # 8 instances x 20 pairs
 
 
 @pytest.mark.slow

@@ -26,6 +26,7 @@ from devtools.entra import EntraEmulator
 from devtools.keyvault import KeyVaultEmulator
 from devtools.managed_identity import ManagedIdentity, ManagedIdentityEmulator
 from devtools.powerbi import PowerBIEmulator
+from devtools.redis_server import RedisServer
 from devtools.tls import DevCertificateAuthority
 from tests.conftest import (
     ALICE,
@@ -37,6 +38,7 @@ from tests.conftest import (
     TENANT,
     Env,
     leaks_in,
+    shared_settings,
 )
 from token_broker.aad import identity as platform_identity
 from token_broker.doctor.cli import main
@@ -417,3 +419,58 @@ def store(_store_session: AppConfigurationEmulator, app_identity: ManagedIdentit
     _store_session.set_key_vault_reference("TokenBroker:POWERBI_CLIENT_SECRET",
                                            f"{vault.vault_url}/secrets/powerbi-client-secret")
     return _store_session
+
+
+# -- the shared cache tier (CACHE_REDIS_HOST) ---------------------------------------------------------------
+
+
+def test_the_shared_cache_key_and_redis_are_checked(env: Env, entra: EntraEmulator, powerbi: PowerBIEmulator,
+                                                    content: Content, redis_server: RedisServer, cache_key_uri: str,
+                                                    shared_identity: str, capsys: pytest.CaptureFixture[str]) -> None:
+    env.set(**good(entra, powerbi, content), **shared_settings(redis_server, cache_key_uri, shared_identity))
+    code, results = checks(capsys)
+    assert code == 0, results
+    assert statuses(results)["shared_cache:key"] == "pass"
+    assert statuses(results)["shared_cache:redis"] == "pass"
+    assert statuses(results)["shared_cache:roundtrip"] == "pass"
+    assert redis_server.address in results["shared_cache:redis"]["detail"]
+    assert redis_server.client().keys("tb:doctor:*") == []  # type: ignore[attr-defined]  # cleaned up
+
+
+def test_an_unreachable_redis_says_what_to_check(env: Env, entra: EntraEmulator, powerbi: PowerBIEmulator,
+                                                 content: Content, cache_key_uri: str, shared_identity: str,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    stopped = RedisServer()  # a free port nobody listens on
+    env.set(**good(entra, powerbi, content), **shared_settings(stopped, cache_key_uri, shared_identity))
+    code, results = checks(capsys)
+    assert code == 1
+    assert results["shared_cache:redis"]["code"] == "redis_unreachable"
+    assert "CACHE_REDIS_HOST" in results["shared_cache:redis"]["fix"]
+    stopped.stop()
+
+
+def test_a_wrong_redis_password_is_an_auth_failure(env: Env, entra: EntraEmulator, powerbi: PowerBIEmulator,
+                                                   content: Content, cache_key_uri: str, shared_identity: str,
+                                                   ca: DevCertificateAuthority, monkeypatch: pytest.MonkeyPatch,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("SSL_CERT_FILE", ca.ca_bundle_path)
+    with RedisServer(password="right-Passw0rd-redis", tls_ca=ca) as server:
+        env.set(**good(entra, powerbi, content), **{**shared_settings(server, cache_key_uri, shared_identity),
+                                                    "CACHE_REDIS_AUTH": "password"},
+                CACHE_REDIS_PASSWORD="wrong-Passw0rd-redis")
+        code, results = checks(capsys)
+    assert code == 1
+    assert results["shared_cache:redis"]["code"] == "redis_auth_failed"
+    assert "CACHE_REDIS_PASSWORD" in results["shared_cache:redis"]["fix"]
+
+
+def test_an_invalid_cache_key_fails_the_key_check(env: Env, entra: EntraEmulator, powerbi: PowerBIEmulator,
+                                                  content: Content, redis_server: RedisServer, vault: KeyVaultEmulator,
+                                                  shared_identity: str, capsys: pytest.CaptureFixture[str]) -> None:
+    vault.set_secret("short-cache-key", "c2hvcnQ=")
+    env.set(**good(entra, powerbi, content),
+            **shared_settings(redis_server, f"{vault.vault_url}/secrets/short-cache-key", shared_identity))
+    code, results = checks(capsys)
+    assert code == 1
+    assert results["shared_cache:key"]["code"] == "cache_encryption_key_invalid"
+    assert "openssl rand -base64 32" in results["shared_cache:key"]["fix"]

@@ -23,7 +23,21 @@ from devtools.functions_host import HostResponse
 from devtools.keyvault import KeyVaultEmulator
 from devtools.managed_identity import ManagedIdentity
 from devtools.powerbi import PowerBIEmulator
-from tests.conftest import ALICE, API, BOB, CLIENT_ID, ROOT, TENANT, Env, World, assert_problem, embed_settings
+from devtools.redis_server import RedisServer
+from tests.conftest import (
+    ALICE,
+    API,
+    BOB,
+    CLIENT_ID,
+    ROOT,
+    TENANT,
+    Env,
+    World,
+    assert_problem,
+    embed_settings,
+    shared_settings,
+)
+from token_broker import runtime
 
 Call = Callable[..., HostResponse]
 OBO = "urn:ietf:params:oauth:grant-type:jwt-bearer"
@@ -358,3 +372,75 @@ def test_a_huge_json_integer_is_400_not_500(env: Env, entra: EntraEmulator, powe
     response = call("POST", "/api/embed-token", headers={**bearer(entra, ALICE), "Content-Type": "application/json"},
                     body=body)
     assert_problem(response, 400, "malformed_json")
+
+
+# -- the shared cache tier (Redis) x principal ----------------------------------------------------------------------
+
+
+def embed_entries(server: RedisServer) -> set[bytes]:
+    return set(server.client().keys("tb:embed token:*"))  # type: ignore[attr-defined]
+
+
+@pytest.fixture
+def shared(redis_server: RedisServer, cache_key_uri: str, shared_identity: str) -> dict[str, str]:
+    return shared_settings(redis_server, cache_key_uri, shared_identity)
+
+
+def test_on_behalf_of_users_never_share_a_redis_entry(
+    env: Env, entra: EntraEmulator, powerbi: PowerBIEmulator, world: World, call: Call, obo_world: dict[str, str],
+    redis_server: RedisServer, shared: dict[str, str]
+) -> None:
+    """The L2 key derives from the L1 key, which starts with minted_for: Carol never reads Alice's entry."""
+    env.set(**embed_settings(entra, powerbi, world, CALLER_JWT_AUDIENCE=f"api://{CLIENT_ID}"),
+            POWERBI_GRANT_TYPE="on_behalf_of", **shared)
+    body = {"reports": [{"id": world.plain_report}], "workspaceId": world.sales}
+    alice = call("POST", "/api/embed-token", headers=bearer(entra, ALICE), json=body)
+    assert alice.status == 200, alice.text
+    assert len(embed_entries(redis_server)) == 1
+    runtime.reset()  # another instance: only Redis remembers Alice's token
+    carol = call("POST", "/api/embed-token", headers=bearer(entra, CAROL), json=body)
+    assert alice.json()["token"] not in carol.text
+    assert_problem(carol, 502, "powerbi_not_authorized")  # her own token went to Power BI
+    assert len(embed_entries(redis_server)) == 1
+
+
+def test_an_entry_planted_under_another_principals_key_is_not_read(
+    env: Env, entra: EntraEmulator, powerbi: PowerBIEmulator, world: World, call: Call, obo_world: dict[str, str],
+    redis_server: RedisServer, shared: dict[str, str]
+) -> None:
+    powerbi.grant(world.sales, obo_world[CAROL])
+    try:
+        env.set(**embed_settings(entra, powerbi, world, CALLER_JWT_AUDIENCE=f"api://{CLIENT_ID}"),
+                POWERBI_GRANT_TYPE="on_behalf_of", **shared)
+        body = {"reports": [{"id": world.plain_report}], "workspaceId": world.sales}
+        alice = call("POST", "/api/embed-token", headers=bearer(entra, ALICE), json=body)
+        alices = embed_entries(redis_server)
+        carol = call("POST", "/api/embed-token", headers=bearer(entra, CAROL), json=body)
+        assert alice.status == 200 and carol.status == 200, carol.text
+        carols = embed_entries(redis_server) - alices
+        assert len(alices) == 1 and len(carols) == 1
+        client: Any = redis_server.client()
+        client.set(next(iter(carols)), client.get(next(iter(alices))))  # Alice's ciphertext under Carol's key
+        runtime.reset()
+        again = call("POST", "/api/embed-token", headers=bearer(entra, CAROL), json=body)
+        assert again.status == 200, again.text
+        assert again.json()["token"] != alice.json()["token"]  # bound to its key: it did not decrypt
+        assert powerbi.generate_token_calls() == 3
+    finally:
+        powerbi.revoke(world.sales, obo_world[CAROL])
+
+
+def test_two_grants_never_share_a_redis_entry(
+    env: Env, entra: EntraEmulator, powerbi: PowerBIEmulator, world: World, call: Call, obo_world: dict[str, str],
+    redis_server: RedisServer, shared: dict[str, str]
+) -> None:
+    body = {"reports": [{"id": world.plain_report}], "workspaceId": world.sales}
+    env.set(**embed_settings(entra, powerbi, world, CALLER_JWT_AUDIENCE=f"api://{CLIENT_ID}"), **shared)
+    service_principal = call("POST", "/api/embed-token", headers=bearer(entra, ALICE), json=body)
+    assert service_principal.status == 200, service_principal.text
+    env.set(**embed_settings(entra, powerbi, world, CALLER_JWT_AUDIENCE=f"api://{CLIENT_ID}"),
+            POWERBI_GRANT_TYPE="on_behalf_of", **shared)
+    alice = call("POST", "/api/embed-token", headers=bearer(entra, ALICE), json=body)
+    assert alice.status == 200, alice.text
+    assert alice.json()["token"] != service_principal.json()["token"]
+    assert powerbi.generate_token_calls() == 2 and len(embed_entries(redis_server)) == 2

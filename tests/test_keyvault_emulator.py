@@ -281,3 +281,29 @@ def test_vault_off_port_443_names_its_port_in_the_resource(ca: DevCertificateAut
         ephemeral.set_secret("s", "off-443")
         ephemeral.grant_secrets_user(entra.service_principal_id(TENANT, READER))
         assert client(ephemeral, entra).get_secret("s").value == "off-443"
+
+
+# ------------------------------------------------------------------------------------ version listing
+def test_secret_versions_are_listed_with_paging_and_without_values(vault: KeyVaultEmulator,
+                                                                    entra: EntraEmulator) -> None:
+    made = [vault.set_secret("rotating-key", f"value-{n}") for n in range(27)]  # more than one page of 25
+    vault.disable_secret("rotating-key", made[3])
+    listed = list(client(vault, entra).list_properties_of_secret_versions("rotating-key"))
+    assert sorted(p.version for p in listed) == sorted(made)
+    assert [p.enabled for p in listed if p.version == made[3]] == [False]
+    assert all(p.created_on is not None and p.name == "rotating-key" for p in listed)
+    pages_read = [r for r in vault.requests if r.path.endswith("/versions") and "Authorization" in r.headers]
+    assert len(pages_read) == 2 and "$skiptoken" in pages_read[1].query  # two pages, the second by nextLink
+    pages = raw_get(vault, "/secrets/rotating-key/versions", vault_token(entra, vault.resource))
+    assert pages.status_code == 200 and len(pages.json()["value"]) == 25 and pages.json()["nextLink"]
+    assert "value-" not in pages.text  # metadata only, like Key Vault's SecretItem
+
+
+def test_listing_versions_needs_the_role_and_an_existing_secret(vault: KeyVaultEmulator, entra: EntraEmulator) -> None:
+    vault.set_secret("listed", "v")
+    with pytest.raises(HttpResponseError) as forbidden:
+        list(client(vault, entra, client_id=OUTSIDER, secret=OUTSIDER_SECRET).list_properties_of_secret_versions(
+            "listed"))
+    assert forbidden.value.status_code == 403
+    with pytest.raises(ResourceNotFoundError):
+        list(client(vault, entra).list_properties_of_secret_versions("never-created"))

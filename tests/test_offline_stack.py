@@ -210,3 +210,27 @@ def test_the_summary_line_reads_the_brokers_instruments() -> None:
     assert summary_line(reader.get_metrics_data()) == (
         "requests 3 [200:2 429:1] | cache hits 75% of 4 | upstream powerbi 2 (20 ms mean, 1 failed) | "
         "embed tokens 4 | rate limited 1")
+
+
+def test_the_redis_option_shares_embed_tokens_through_a_local_redis_server(
+        stack: list[tuple[subprocess.Popen[str], list[str]]]) -> None:
+    import redis
+
+    stack.append(start_stack("--redis"))
+    lines = "".join(stack[0][1])
+    url = base_url(stack[0][1])
+    match = re.search(r"CACHE_REDIS_HOST=(127\.0\.0\.1):(\d+)", lines)
+    assert match and "CACHE_ENCRYPTION_KEY_URI=https://" in lines and "CACHE_REDIS_AUTH=none" in lines, lines
+    health = requests.get(f"{url}/api/health", timeout=10).json()
+    assert health["sharedCache"] == {"host": f"{match.group(1)}:{match.group(2)}", "auth": "none", "tls": False,
+                                     "circuit": "closed"}
+    report = "0ff1ce00-0000-4000-8000-0000000e4b3d"
+    response = requests.post(f"{url}/api/embed-token", json={"reports": [{"id": report}]}, timeout=10)
+    assert response.status_code == 200, response.text
+    client = redis.Redis(host=match.group(1), port=int(match.group(2)))
+    assert client.keys("tb:embed token:*"), "the embed token is in the local Redis"
+    process = stack.pop()[0]
+    process.send_signal(signal.SIGINT)
+    process.wait(15)
+    with pytest.raises(redis.ConnectionError):  # the stack stopped its redis-server
+        client.ping()

@@ -33,6 +33,7 @@ from devtools.functions_host import HostResponse
 from devtools.keyvault import KeyVaultEmulator
 from devtools.managed_identity import ManagedIdentity
 from devtools.powerbi import PowerBIEmulator
+from devtools.redis_server import RedisServer
 from tests.conftest import (
     ALICE,
     API,
@@ -45,7 +46,9 @@ from tests.conftest import (
     World,
     embed_settings,
     leaks_in,
+    shared_settings,
 )
+from token_broker import runtime
 from token_broker.support import telemetry
 from token_broker.support.cache import RefreshingCache
 
@@ -431,3 +434,42 @@ def test_proxy_calls_are_upstream_spans_and_query_cache_lookups(otel: Telemetry,
     assert forwarded.parent is not None and forwarded.parent.span_id == first.context.span_id
     assert not [s for s in spans if s.parent and s.parent.span_id == second.context.span_id], "a cache hit calls nobody"
     assert by_name(spans, "powerbi GetReportsInGroup"), "every forwarded operation is named"
+
+
+# -- the shared cache tier (Redis) ---------------------------------------------------------------------------------
+
+
+def test_redis_calls_failures_and_shared_lookups_are_counted_without_secrets(
+    otel: Telemetry, env: Env, entra: EntraEmulator, powerbi: PowerBIEmulator, world: World, call: Call,
+    redis_server: RedisServer, cache_key_uri: str, shared_identity: str
+) -> None:
+    env.set(**embed_settings(entra, powerbi, world), **shared_settings(redis_server, cache_key_uri, shared_identity))
+    delta = Delta(otel)
+    body = {"reports": [{"id": world.rls_report}], "workspaceId": world.sales}
+    assert call("POST", "/api/embed-token", headers=user(entra), json=body).status == 200
+    runtime.reset()  # another instance: the next lookup is an L2 hit
+    assert call("POST", "/api/embed-token", headers=user(entra), json=body).status == 200
+    assert delta("token_broker.cache.lookups", token_broker__cache="embed_token_shared",
+                 token_broker__cache__result="miss") == 1
+    assert delta("token_broker.cache.lookups", token_broker__cache="embed_token_shared",
+                 token_broker__cache__result="hit") == 1
+    assert delta("token_broker.upstream.calls", token_broker__upstream="redis",
+                 token_broker__upstream__outcome="success") >= 4  # mget, lock, set, unlock...
+    redis_server.kill()
+    try:
+        other = {"reports": [{"id": world.plain_report}], "workspaceId": world.sales}
+        assert call("POST", "/api/embed-token", headers=user(entra, CACHE_USERS[1]), json=other).status == 200
+    finally:
+        redis_server.start()
+    assert delta("token_broker.upstream.calls", token_broker__upstream="redis", token_broker__upstream__outcome="error",
+                 error__type="redis_unreachable") == 1
+    assert delta("token_broker.cache.lookups", token_broker__cache="embed_token_shared",
+                 token_broker__cache__result="unavailable") == 1
+    exported: list[str] = []
+    for span in otel.spans.get_finished_spans():
+        exported += [span.name, *(f"{k}={v}" for k, v in (span.attributes or {}).items())]
+    for name, points in otel.points().items():
+        exported += [f"{name} {k}={v}" for attrs, _ in points for k, v in attrs.items()]
+    text = "\n".join(exported)
+    assert leaks_in(text) == [] and "tb:" not in text and "@" not in text
+    assert "redis mget" in text and "redis lock" in text

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .aad.credentials import ClientCredential, build_client_credential, build_password_source
 from .aad.tokens import TokenService
@@ -24,6 +24,9 @@ from .powerbi.embed import EmbedService
 from .powerbi.proxy import PowerBIProxy
 from .support import redaction
 from .support.errors import ConfigurationError, SettingProblem
+
+if TYPE_CHECKING:
+    from .shared.tier import SharedTier
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +42,8 @@ class Broker:
     embed: EmbedService
     proxy: PowerBIProxy
     rate_limiter: RateLimiter | None = None
+    #: The shared tier on Redis (CACHE_REDIS_HOST); None: memory caches and per-instance limits only.
+    shared: SharedTier | None = None
     settings_source: str = "app settings"
     #: How the token routes were indexed (True: auth level FUNCTION); None when not indexed by function_app.
     indexed_function_key: bool | None = None
@@ -53,9 +58,11 @@ class Broker:
         for warning in settings.warnings:
             log.warning("Setting %s: %s", warning.setting, warning.message)
         authenticator = build_authenticator(settings.callers, timeout=settings.http_timeout_seconds)
+        shared = _shared_tier(settings)
         limits = settings.callers
         limiter = (
-            RateLimiter(limits.rate_limit_per_minute, max_callers=limits.rate_limit_max_callers)
+            RateLimiter(limits.rate_limit_per_minute, max_callers=limits.rate_limit_max_callers,
+                        shared=shared.counters if shared is not None else None)
             if limits.rate_limit_per_minute
             else None
         )
@@ -65,8 +72,11 @@ class Broker:
         client = PowerBIClient(settings.api_url, timeout=settings.http_timeout_seconds)
         embed = EmbedService(settings.embed, tokens, client, username_claim=settings.callers.username_claim,
                              refresh_margin=settings.token_refresh_margin_seconds,
-                             http_timeout=settings.http_timeout_seconds)
-        broker = cls(settings, credential, tokens, authenticator, embed, PowerBIProxy(settings, tokens), limiter,
+                             http_timeout=settings.http_timeout_seconds,
+                             shared=shared.cache if shared is not None else None)
+        proxy = PowerBIProxy(settings, tokens, shared_counters=shared.counters if shared is not None else None,
+                             shared_cache=shared.cache if shared is not None else None)
+        broker = cls(settings, credential, tokens, authenticator, embed, proxy, limiter, shared,
                      settings_source, indexed_function_key)
         for problem in broker.problems():
             log.error("Setting %s: %s", problem.setting, problem.message)
@@ -99,10 +109,18 @@ class Broker:
             "authority": self.settings.authority,
             "scope": self.settings.scope,
             "warnings": [w.as_dict() for w in self.settings.warnings],
+            **({"sharedCache": self.shared.health()} if self.shared is not None else {}),
         }
 
-    def problems(self) -> list[SettingProblem]:
-        """Configuration problems that stop the token endpoints although the settings parsed."""
+    def problems(self, *, probe: bool = False) -> list[SettingProblem]:
+        """Configuration problems that stop the token endpoints although the settings parsed.
+
+        ``probe`` (/api/health): also read what is read on first use (the shared cache's encryption key).
+        """
+        shared = self.shared.problems(probe=probe) if self.shared is not None else []
+        return [*self._problems(), *shared]
+
+    def _problems(self) -> list[SettingProblem]:
         if self.settings.caller_auth is None:
             return [SettingProblem("CALLER_AUTH", "CALLER_AUTH is not set, so token endpoints answer 503: set it to "
                                    "jwt (single-page apps), easyauth, function_key or, deliberately, anonymous.")]
@@ -123,3 +141,13 @@ class Broker:
                               f"{'does not check' if wants_key else 'checks'} function keys. Put CALLER_AUTH in the "
                               "function app's own app settings (never only in App Configuration) and restart the app "
                               "so that the routes are indexed again.")
+
+
+def _shared_tier(settings: Settings) -> SharedTier | None:
+    """The shared tier when CACHE_REDIS_HOST is set; imported only then (cryptography, redis: cold start)."""
+    if not settings.shared_cache.enabled:
+        return None
+    from .shared.tier import SharedTier
+
+    return SharedTier.build(settings.shared_cache, settings.credentials.identity,
+                            http_timeout=settings.http_timeout_seconds)

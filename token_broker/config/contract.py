@@ -23,6 +23,7 @@ from .credentials import CREDENTIAL_SETTINGS, CredentialSettings, read_credentia
 from .embed import EMBED_SETTINGS, EmbedSettings, read_embed_settings
 from .proxy import PROXY_SETTINGS, ProxySettings, read_proxy_settings
 from .reader import SettingReader, SettingSpec, is_guid
+from .shared_cache import SHARED_CACHE_SETTINGS, SharedCacheSettings, read_shared_cache_settings
 
 POWERBI_RESOURCE = PUBLIC.powerbi_resource
 DEFAULT_SCOPE = PUBLIC.scope
@@ -49,6 +50,7 @@ POWERBI_SETTINGS: tuple[SettingSpec, ...] = (
 #: Every setting of the contract, in documentation order.
 SETTINGS: tuple[SettingSpec, ...] = (
     BOOTSTRAP_SETTINGS + POWERBI_SETTINGS + CREDENTIAL_SETTINGS + CALLER_SETTINGS + EMBED_SETTINGS + PROXY_SETTINGS
+    + SHARED_CACHE_SETTINGS
 )
 SETTING_NAMES = frozenset(spec.name for spec in SETTINGS)
 SECRET_SETTINGS = frozenset(spec.name for spec in SETTINGS if spec.secret)
@@ -87,6 +89,8 @@ class Settings:
     credentials: CredentialSettings
     embed: EmbedSettings = field(default_factory=EmbedSettings)
     proxy: ProxySettings = field(default_factory=ProxySettings)  # the Power BI REST proxy (POWERBI_PROXY_*)
+    #: The shared cache tier on Redis (CACHE_*); off unless CACHE_REDIS_HOST is set.
+    shared_cache: SharedCacheSettings = field(default_factory=SharedCacheSettings)
     bootstrap: Bootstrap = field(default_factory=Bootstrap)
     cloud: Cloud = PUBLIC
     username: str | None = None
@@ -112,7 +116,8 @@ class Settings:
     @property
     def secret_values(self) -> tuple[str, ...]:
         """Secret values held in the settings themselves (Key Vault values are registered when read)."""
-        return tuple(v for v in (self.credentials.client_secret, self.credentials.password) if v)
+        return tuple(v for v in (self.credentials.client_secret, self.credentials.password,
+                                 self.shared_cache.password) if v)
 
 
 def _is_nonzero_guid(value: str) -> bool:
@@ -182,6 +187,7 @@ def load_settings(environ: Mapping[str, str], *, store: Mapping[str, str] | None
     callers = read_caller_settings(read, bootstrap=bootstrap, client_id=client_id, grant_type=grant_type)
     embed = read_embed_settings(read)
     proxy = read_proxy_settings(read, allowed_workspaces=embed.allowed_workspaces, caller_auth=callers.mode)
+    shared_cache = read_shared_cache_settings(read)
 
     errors = [p for p in read.problems if p.severity == "error"]
     if errors or tenant_id is None or client_id is None:
@@ -200,6 +206,7 @@ def load_settings(environ: Mapping[str, str], *, store: Mapping[str, str] | None
         credentials=credentials,
         embed=embed,
         proxy=proxy,
+        shared_cache=shared_cache,
         bootstrap=bootstrap,
         cloud=cloud,
         username=username,

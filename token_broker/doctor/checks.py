@@ -82,6 +82,11 @@ class Doctor:
             return self._skip(_STAGES, "the settings are not valid")
         if not self._credential(broker):
             return self._skip(_STAGES[1:], "the credential check failed")
+        if broker.shared is not None:  # CACHE_REDIS_HOST: Redis failures never stop a request, so not a stage
+            from .shared_cache import shared_cache_checks
+
+            for check in shared_cache_checks(broker.shared):
+                self.add(check)
         token = self._token(broker)
         if token is None:
             return self._skip(_STAGES[2:], "there is no Power BI token to call Power BI with")

@@ -30,6 +30,8 @@ from ..support.errors import (
     RequestError,
     SettingProblem,
 )
+from ..support.shared import SharedCache
+from . import cache_codec
 from .client import DatasetInfo, EmbedToken, PowerBIClient, ReportInfo
 from .embed_request import EmbedRequest, ReportRef
 
@@ -63,21 +65,31 @@ class EmbedResult:
 
 
 class _Metadata:
-    """A small TTL + LRU cache of report and dataset metadata, so cache misses cost one Power BI call."""
+    """A small TTL + LRU cache of report and dataset metadata, so cache misses cost one Power BI call.
 
-    def __init__(self, clock: Callable[[], float]) -> None:
+    With a shared tier, a miss here looks in Redis first (same key, same TTL), so one instance's Power BI
+    call serves every instance.
+    """
+
+    def __init__(self, clock: Callable[[], float], shared: SharedCache | None = None) -> None:
         self._items: BoundedMap[tuple[str, ...], Any] = BoundedMap(METADATA_MAX_ENTRIES, ttl=METADATA_TTL_SECONDS,
                                                                    clock=clock)
         self._attributes = telemetry.cache_attributes("powerbi metadata")
+        self._shared = shared
 
-    def get(self, key: tuple[str, ...], load: Callable[[], Any]) -> Any:
+    def get(self, key: tuple[str, ...], load: Callable[[], Any], encode: Callable[[Any], bytes],
+            decode: Callable[[bytes], Any]) -> Any:
         hit = self._items.get(key)
         if hit is not None:
             self._items.touch(key)
             telemetry.cache_lookup(self._attributes, "hit")
             return hit
         telemetry.cache_lookup(self._attributes, "miss")
-        value = load()
+        if self._shared is not None:
+            value = self._shared.get_or_fetch("powerbi metadata", key, load, encode=encode, decode=decode,
+                                              ttl=lambda _value: METADATA_TTL_SECONDS)
+        else:
+            value = load()
         self._items.put(key, value)
         return value
 
@@ -86,14 +98,19 @@ class EmbedService:
     """Issues embed tokens for verified callers."""
 
     def __init__(self, embed: EmbedSettings, tokens: TokenService, client: PowerBIClient, *, username_claim: str,
-                 refresh_margin: float, http_timeout: float, clock: Callable[[], float] = time.time) -> None:
+                 refresh_margin: float, http_timeout: float, clock: Callable[[], float] = time.time,
+                 shared: SharedCache | None = None) -> None:
         """``username_claim`` names ``CALLER_USERNAME_CLAIM`` in messages; ``refresh_margin`` is
-        ``POWERBI_TOKEN_REFRESH_MARGIN_SECONDS``; ``http_timeout`` bounds the wait for another request's fetch."""
+        ``POWERBI_TOKEN_REFRESH_MARGIN_SECONDS``; ``http_timeout`` bounds the wait for another request's fetch;
+        ``shared``: the shared tier (L2) behind the memory caches, when ``CACHE_REDIS_HOST`` is set."""
         self._embed = embed
         self._username_claim = username_claim
         self._tokens = tokens
         self._client = client
-        self._metadata = _Metadata(clock)
+        self._metadata = _Metadata(clock, shared)
+        self._shared = shared
+        self._refresh_margin = refresh_margin
+        self._clock = clock
         self._cache: RefreshingCache[EmbedResult] = RefreshingCache(
             refresh_margin=refresh_margin, max_entries=embed.cache_max_entries,
             wait_timeout=http_timeout * 8 + 5, clock=clock, name="embed token")
@@ -109,8 +126,19 @@ class EmbedService:
         minted_for = self._tokens.minted_for(caller)  # 401 before any lookup: on-behalf-of without a token
         lifetime = request.lifetime_minutes or self._embed.lifetime_minutes
         identity = self._identity(caller)
+        # The key starts with the principal whose credential mints the token: the shared tier's key is derived
+        # from this whole key, so two principals never share an entry there either.
         key = (minted_for, request.reports, request.datasets, identity, lifetime)
-        return self._cache.get(key, lambda: self._generate(caller, minted_for, request, identity, lifetime))
+        shared = self._shared
+        if shared is None:
+            return self._cache.get(key, lambda: self._generate(caller, minted_for, request, identity, lifetime))
+        return self._cache.get(key, lambda: shared.get_or_fetch(
+            "embed token", key, lambda: self._generate(caller, minted_for, request, identity, lifetime),
+            encode=_encode_result, decode=_decode_result, ttl=self._shared_ttl))
+
+    def _shared_ttl(self, result: EmbedResult) -> float:
+        """Kept in the shared tier until the value's own expiry minus the refresh margin."""
+        return result.expires_on - self._refresh_margin - self._clock()
 
     def _authorize(self, caller: Caller, request: EmbedRequest) -> None:
         embed = self._embed
@@ -207,12 +235,14 @@ class EmbedService:
     def _report(self, access: str, minted_for: tuple[str, ...], ref: ReportRef) -> ReportInfo:
         # Keyed by principal: on-behalf-of, what one user may read says nothing about another.
         info: ReportInfo = self._metadata.get((*minted_for, "report", ref.workspace_id, ref.id),
-                                              lambda: self._client.get_report(access, ref.workspace_id, ref.id))
+                                              lambda: self._client.get_report(access, ref.workspace_id, ref.id),
+                                              cache_codec.encode_report, cache_codec.decode_report)
         return info
 
     def _dataset(self, access: str, minted_for: tuple[str, ...], workspace_id: str, dataset_id: str) -> DatasetInfo:
         info: DatasetInfo = self._metadata.get((*minted_for, "dataset", workspace_id, dataset_id),
-                                               lambda: self._client.get_dataset(access, workspace_id, dataset_id))
+                                               lambda: self._client.get_dataset(access, workspace_id, dataset_id),
+                                               cache_codec.encode_dataset, cache_codec.decode_dataset)
         return info
 
     def _identities(self, caller: Caller, identity: Identity | None,
@@ -241,3 +271,12 @@ class EmbedService:
         if identity.custom_data is not None:
             entry["customData"] = identity.custom_data
         return [entry]
+
+
+def _encode_result(result: EmbedResult) -> bytes:
+    return cache_codec.encode_embed(result.token, result.reports)
+
+
+def _decode_result(blob: bytes) -> EmbedResult:
+    token, reports = cache_codec.decode_embed(blob)
+    return EmbedResult(token, reports)

@@ -41,6 +41,8 @@ from ..support.errors import (
     RequestError,
     ResponseTooLargeError,
 )
+from ..support.shared import SharedCache, SharedCounters
+from . import cache_codec
 from .client import DatasetInfo, PowerBIClient, ReportInfo, power_bi_error
 from .proxy_request import OPERATIONS, Match, match, query_parameters, segments
 from .query_budget import QueryBudget, QueryResult, QueryResults
@@ -73,7 +75,8 @@ class ProxyAnswer:
 class PowerBIProxy:
     """Forwards allow-listed Power BI REST operations for verified callers."""
 
-    def __init__(self, settings: Settings, tokens: TokenService, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, settings: Settings, tokens: TokenService, *, clock: Callable[[], float] = time.time,
+                 shared_counters: SharedCounters | None = None, shared_cache: SharedCache | None = None) -> None:
         self._settings = settings
         self._proxy = settings.proxy
         self._embed = settings.embed
@@ -87,7 +90,8 @@ class PowerBIProxy:
         self._session = requests.Session()
         self._session.mount("https://", requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=64))
         wait = timeout * 4 + 5
-        self._budget = QueryBudget(self._proxy.queries_per_minute)
+        self._budget = QueryBudget(self._proxy.queries_per_minute, shared=shared_counters)
+        self._shared = shared_cache
         self._results = QueryResults(seconds=self._proxy.query_cache_seconds,
                                      max_entries=self._proxy.query_cache_max_entries, wait_timeout=wait, clock=clock)
         self._metadata: RefreshingCache[_Timed] = RefreshingCache(
@@ -158,6 +162,12 @@ class PowerBIProxy:
         return frozenset(found)
 
     def _cached(self, key: tuple[str, ...], load: Callable[[], Any]) -> Any:
+        shared = self._shared  # with CACHE_REDIS_HOST, one instance's lookup serves every instance
+        if shared is not None:
+            get = load
+            load = lambda: shared.get_or_fetch(  # noqa: E731
+                "proxy metadata", key, get, encode=cache_codec.encode_metadata, decode=cache_codec.decode_metadata,
+                ttl=lambda _value: METADATA_SECONDS)
         return self._metadata.get(key, lambda: _Timed(load(), self._clock() + METADATA_SECONDS)).value
 
     def _report_info(self, caller: Caller, minted_for: tuple[str, ...], workspace: str,

@@ -7,7 +7,9 @@ Power BI identity (the key of :meth:`TokenService.minted_for`) over the last 60 
 ``429`` and ``Retry-After`` before Power BI would. :class:`QueryResults` keeps results for
 ``POWERBI_PROXY_QUERY_CACHE_SECONDS``, bounded, with one upstream call for identical concurrent queries.
 
-Both are per instance: with N instances the budget is N times the setting (see docs/SECURITY.md).
+With a shared tier (``CACHE_REDIS_HOST``) the budget is counted in Redis (a sliding-window script), so it
+holds across every instance; while Redis is unavailable, and always for the result cache, state is per
+instance (with N instances the budget is then N times the setting; see docs/SECURITY.md).
 """
 
 from __future__ import annotations
@@ -18,9 +20,11 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
+from typing import NoReturn
 
 from ..support.cache import RefreshingCache
 from ..support.errors import RateLimitedError
+from ..support.shared import SharedCounters
 
 WINDOW_SECONDS = 60.0
 MAX_IDENTITIES = 10_000
@@ -29,14 +33,22 @@ MAX_IDENTITIES = 10_000
 class QueryBudget:
     """At most ``per_minute`` calls per key in any 60-second window; the least recently used keys are dropped."""
 
-    def __init__(self, per_minute: int, *, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, per_minute: int, *, clock: Callable[[], float] = time.monotonic,
+                 shared: SharedCounters | None = None) -> None:
         self._per_minute = per_minute
+        self._shared = shared
         self._clock = clock
         self._calls: OrderedDict[Hashable, deque[float]] = OrderedDict()
         self._lock = threading.Lock()
 
     def take(self, key: Hashable) -> None:
         """Count one call for ``key`` or raise :class:`RateLimitedError` (429, ``Retry-After``)."""
+        if self._shared is not None:
+            waited = self._shared.take_window("query budget", key, limit=self._per_minute, seconds=WINDOW_SECONDS)
+            if waited is not None:
+                if waited <= 0:
+                    return
+                self._refuse(max(1, math.ceil(waited)))
         now = self._clock()
         with self._lock:
             calls = self._calls.get(key)
@@ -52,6 +64,9 @@ class QueryBudget:
                 calls.append(now)
                 return
             wait = max(1, math.ceil(calls[0] + WINDOW_SECONDS - now))
+        self._refuse(wait)
+
+    def _refuse(self, wait: int) -> NoReturn:
         raise RateLimitedError(
             f"This broker keeps Power BI's executeQueries budget (120 per minute per user; "
             f"POWERBI_PROXY_QUERIES_PER_MINUTE={self._per_minute} here) for the identity it queries as, and it is "

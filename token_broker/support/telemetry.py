@@ -28,9 +28,10 @@ _W3C_HEADERS = ("traceparent", "tracestate")
 _METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"})
 _ERROR = "error"
 #: Upstream services, as the ``token_broker.upstream`` attribute names them.
-UPSTREAMS = ("entra", "keyvault", "managed_identity", "azure_cli", "app_configuration", "powerbi")
+UPSTREAMS = ("entra", "keyvault", "managed_identity", "azure_cli", "app_configuration", "powerbi", "redis")
 #: Results of a cache lookup (``token_broker.cache.result``).
-CACHE_RESULTS = ("hit", "miss", "stale_served", "coalesced")
+#: ``unavailable``: the shared tier (Redis) failed or its circuit breaker is open; the lookup went upstream.
+CACHE_RESULTS = ("hit", "miss", "stale_served", "coalesced", "unavailable")
 #: Problem-document extensions that identify an upstream call to its support team, and their span attributes.
 SUPPORT_IDS = {
     "powerBiRequestId": "token_broker.powerbi.request_id",

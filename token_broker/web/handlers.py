@@ -150,7 +150,7 @@ def _health(req: func.HttpRequest, request_id: str) -> func.HttpResponse:
     except BrokerError as err:  # invalid settings, an unreadable store
         return problem_response(err if details else _not_ok(err), request_id=request_id)
     details = details or _may_see_details(broker, req)
-    problems = broker.problems()
+    problems = broker.problems(probe=True)
     if problems:
         invalid = ConfigurationError([*problems, *broker.settings.warnings])
         return problem_response(invalid if details else _not_ok(invalid), request_id=request_id)
