@@ -341,6 +341,7 @@ def test_the_powershell_hook_mirrors_the_cache_key_step() -> None:
     assert "'CACHE_ROTATE_ENCRYPTION_KEY'" in code and "if ($exists -and -not $rotate)" in code
     assert "Invoke-RestMethod -Method Put" in code and "az keyvault secret set" not in code
     assert "Write-Host $secretBody" not in code and "$secretBody = $null" in code
-    function = code[code.index("function Save-CacheEncryptionKey {"):code.index("\nif (Get-Setting 'AZURE_REDIS_NAME')")]
+    start = code.index("function Save-CacheEncryptionKey {")
+    function = code[start:code.index("\nif (Get-Setting 'AZURE_REDIS_NAME')")]
     assert function.count("Start-Sleep -Seconds $vaultWaitSeconds") == 2
     assert function.count("$attempt -le 10") == 2
