@@ -374,9 +374,6 @@ var bootstrapAppSettings = union(
 
 // Non-secret settings the deployment knows, including where the credential comes from when it is not a
 // Key Vault reference (runtimeSecretUri: the secret's URI; federated: the managed identity).
-// With enableRedis, the shared cache: CACHE_REDIS_HOST (host:10000, TLS), CACHE_REDIS_AUTH=entra (the managed
-// identity's Entra ID token; AZURE_CLIENT_ID selects it) and CACHE_ENCRYPTION_KEY_URI (the vault key the values
-// are encrypted under). All three or none.
 var brokerAppSettings = union(
   {
     POWERBI_TENANT_ID: tenant().tenantId
@@ -410,13 +407,20 @@ var brokerAppSettings = union(
   } : {},
   (isPasswordGrant && (credentialMode == 'runtimeSecretUri')) ? {
     POWERBI_PASSWORD_URI: masterPasswordUri
-  } : {},
-  enableRedis ? {
-    CACHE_REDIS_HOST: redisEndpoint
-    CACHE_REDIS_AUTH: 'entra'
-    CACHE_ENCRYPTION_KEY_URI: cacheEncryptionKeyUri
   } : {}
 )
+
+// With enableRedis, the shared cache: CACHE_REDIS_HOST (host:10000, TLS), CACHE_REDIS_AUTH=entra (the managed
+// identity's Entra ID token; AZURE_CLIENT_ID selects it) and CACHE_ENCRYPTION_KEY_URI (the vault key the values
+// are encrypted under, versionless). All three or none. Always app settings, also with App Configuration: like
+// AZURE_CLIENT_ID they wire the app to resources of this deployment, they reach the broker however it reads
+// them (from its environment at bootstrap, or with its other settings: app settings win over the store), and
+// turning the cache off removes them, which the store's writer would not (it never deletes a key-value).
+var sharedCacheAppSettings = enableRedis ? {
+  CACHE_REDIS_HOST: redisEndpoint
+  CACHE_REDIS_AUTH: 'entra'
+  CACHE_ENCRYPTION_KEY_URI: cacheEncryptionKeyUri
+} : {}
 
 // Secrets as Key Vault references resolved by the platform with keyVaultReferenceIdentity.
 var keyVaultReferenceAppSettings = union(
@@ -454,9 +458,10 @@ module appConfiguration 'app/appconfig.bicep' = if (useAppConfiguration) {
 
 var appConfigurationEndpoint = useAppConfiguration ? appConfiguration.outputs.endpoint : ''
 
-// With App Configuration the app settings hold the bootstrap settings only; otherwise they hold everything.
-var functionAppSettings = useAppConfiguration ? bootstrapAppSettings : union(
-  bootstrapAppSettings, brokerAppSettings, keyVaultReferenceAppSettings)
+// With App Configuration the app settings hold the bootstrap settings (and the shared cache's wiring) only;
+// otherwise they hold everything.
+var functionAppSettings = useAppConfiguration ? union(bootstrapAppSettings, sharedCacheAppSettings) : union(
+  bootstrapAppSettings, brokerAppSettings, sharedCacheAppSettings, keyVaultReferenceAppSettings)
 
 module api 'app/api.bicep' = {
   name: 'api'

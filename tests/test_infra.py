@@ -646,7 +646,7 @@ def test_the_app_settings_reach_the_function_app() -> None:
     api = parsed(MAIN)["modules"]["api"]["config"]["params"]
     assert api["appSettings"] == "functionAppSettings"
     assert references(parsed(MAIN)["variables"]["functionAppSettings"]["value"]) >= {
-        "brokerAppSettings", "keyVaultReferenceAppSettings", "useAppConfiguration"}
+        "brokerAppSettings", "keyVaultReferenceAppSettings", "useAppConfiguration", "sharedCacheAppSettings"}
     app_config = unwrap(parsed(MAIN)["modules"]["appConfiguration"]["config"])["params"]
     assert "settings" not in app_config
     assert references(parsed(MAIN)["outputs"]["AZURE_APPCONFIG_SETTINGS"]["value"]) == {
@@ -1308,9 +1308,10 @@ def test_redis_skus_are_the_same_in_main_and_the_module() -> None:
                           for caller in ("jwt", "function_key") for app_config in (False, True)])
 def test_redis_settings_are_wired_when_enabled(mode: str, caller: str, app_config: bool) -> None:
     deployment = Deployment(mode, "client_credentials", caller, app_config, enable_redis=True)
-    # Where the broker's other non-secret settings go: app settings, or the store with App Configuration.
-    where = deployment.store if app_config else deployment.environment
-    assert {name: where[name] for name in REDIS_SETTINGS} == {
+    # Always app settings, also with App Configuration: they reach the broker whether it reads them at bootstrap
+    # (environment only) or with its other settings, and turning the cache off removes them.
+    assert not set(REDIS_SETTINGS) & set(deployment.store)
+    assert {name: deployment.environment[name] for name in REDIS_SETTINGS} == {
         "CACHE_REDIS_HOST": f"{REDIS_HOST_NAME}:10000",
         "CACHE_REDIS_AUTH": "entra",
         # Versionless: the broker encrypts with the newest version and decrypts with the previous one too.
