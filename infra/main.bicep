@@ -511,7 +511,7 @@ output AZURE_APPCONFIG_SETTINGS object = useAppConfiguration ? brokerAppSettings
 output AZURE_APPCONFIG_KEYVAULT_REFERENCES object = useAppConfiguration ? keyVaultReferenceUris : {}
 // The shared cache (empty without enableRedis); the postprovision hook creates the encryption key when it is set.
 output AZURE_REDIS_NAME string = redisName
-output CACHE_REDIS_HOST string = redisEndpoint
+output AZURE_REDIS_ENDPOINT string = redisEndpoint
 output APPLICATIONINSIGHTS_NAME string = monitoring.outputs.applicationInsightsName
 output POWERBI_TENANT_ID string = tenant().tenantId
 output POWERBI_CLIENT_ID string = appClientId

@@ -1231,7 +1231,7 @@ def test_redis_is_off_by_default_and_only_in_its_module() -> None:
     for app_config in (False, True):
         deployment = Deployment("federated", "client_credentials", "jwt", app_config)
         assert not set(REDIS_SETTINGS) & (set(deployment.environment) | set(deployment.store))
-        assert deployment.main.output("AZURE_REDIS_NAME") == "" and deployment.main.output("CACHE_REDIS_HOST") == ""
+        assert (deployment.main.output("AZURE_REDIS_NAME"), deployment.main.output("AZURE_REDIS_ENDPOINT")) == ("", "")
 
 
 def test_redis_accepts_entra_id_over_tls_only() -> None:
@@ -1321,7 +1321,7 @@ def test_redis_settings_are_wired_when_enabled(mode: str, caller: str, app_confi
     # entra: the broker's token for Redis is the user-assigned identity's, which AZURE_CLIENT_ID selects.
     assert deployment.environment["AZURE_CLIENT_ID"] == IDENTITY_CLIENT_ID
     assert deployment.main.output("AZURE_REDIS_NAME") == REDIS_NAME
-    assert deployment.main.output("CACHE_REDIS_HOST") == f"{REDIS_HOST_NAME}:10000"
+    assert deployment.main.output("AZURE_REDIS_ENDPOINT") == f"{REDIS_HOST_NAME}:10000"
     # The broker's own settings pipeline accepts what is deployed.
     loaded = load_deployed(deployment)
     assert [p for p in loaded.warnings if p.severity == "error"] == []
