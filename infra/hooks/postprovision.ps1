@@ -188,7 +188,7 @@ function Save-CacheEncryptionKey {
             # Version metadata only (never values); 404 when the key does not exist. Retried while roles propagate.
             $versions = Invoke-RestMethod -Method Get -Headers $headers `
                 -Uri "$vaultUri/secrets/$cacheKeyName/versions?api-version=7.4"
-            $exists = @($versions.value).Count -gt 0
+            $exists = @($versions.value | Where-Object { $_ }).Count -gt 0
             break
         } catch {
             $status = $null
