@@ -153,6 +153,43 @@ param useAppConfiguration bool = false
 @description('App Configuration tier: free (one per subscription, no SLA) or standard.')
 param appConfigurationSku string = 'free'
 
+// The shared cache tier (app/redis.bicep, docs/DEPLOY.md "Shared cache (Azure Managed Redis)"): off by default.
+@description('Create an Azure Managed Redis cache that every instance shares (embed tokens, Power BI metadata, single flight, the rate limit), with Entra ID authentication only, and point the broker at it (CACHE_REDIS_HOST, CACHE_REDIS_AUTH=entra, CACHE_ENCRYPTION_KEY_URI). The postprovision hook creates the encryption key.')
+param enableRedis bool = false
+
+@allowed([
+  'Balanced_B0'
+  'Balanced_B1'
+  'Balanced_B3'
+  'Balanced_B5'
+  'Balanced_B10'
+  'Balanced_B20'
+  'Balanced_B50'
+  'Balanced_B100'
+  'MemoryOptimized_M10'
+  'MemoryOptimized_M20'
+  'MemoryOptimized_M50'
+  'MemoryOptimized_M100'
+  'ComputeOptimized_X3'
+  'ComputeOptimized_X5'
+  'ComputeOptimized_X10'
+  'ComputeOptimized_X20'
+  'ComputeOptimized_X50'
+  'ComputeOptimized_X100'
+])
+@description('Azure Managed Redis SKU (enableRedis only). Balanced_B0 (0.5 GB) fits the broker\'s entries; larger SKUs add memory, connections and throughput.')
+param redisSku string = 'Balanced_B0'
+
+@description('Azure Managed Redis high availability (a replica; needed for the SLA). false halves the cost of a development cache.')
+param redisHighAvailability bool = true
+
+@allowed([
+  'Enabled'
+  'Disabled'
+])
+@description('Public network access to the cache (always TLS and Entra ID only). Disabled: only through a private endpoint and virtual network integration you add; this template creates neither.')
+param redisPublicNetworkAccess string = 'Enabled'
+
 @minValue(7)
 @maxValue(90)
 @description('Soft-delete retention of the Key Vault, days. With purge protection the vault name stays reserved this long after azd down.')
@@ -188,6 +225,9 @@ var keyVaultName = '${abbrs.keyVaultVaults}${resourceToken}'
 // Key Vault secret names (names, never values). The postprovision hook writes the client secret.
 var clientSecretName = 'powerbi-client-secret'
 var masterPasswordName = 'powerbi-master-password'
+// The shared cache's AES-GCM key (base64 of 32 random bytes): the postprovision hook creates it when it does not
+// exist, never replaces it (rotation is a new version: docs/DEPLOY.md); Bicep has no good random source.
+var cacheEncryptionKeySecretName = 'cache-encryption-key'
 
 var isPasswordGrant = powerbiGrantType == 'password'
 var needsVaultSecrets = (credentialMode != 'federated') || isPasswordGrant
@@ -283,7 +323,22 @@ module rbac 'app/rbac.bicep' = {
     keyVaultName: keyVault.outputs.name
     deployerPrincipalId: principalId
     deployerPrincipalType: principalType
-    deployerWritesToVault: needsVaultSecrets
+    // The hook writes the client secret, and with the shared cache its encryption key.
+    deployerWritesToVault: needsVaultSecrets || enableRedis
+  }
+}
+
+module redis 'app/redis.bicep' = if (enableRedis) {
+  name: 'redis'
+  scope: rg
+  params: {
+    name: '${abbrs.cacheRedisEnterprise}${resourceToken}'
+    location: location
+    tags: tags
+    skuName: redisSku
+    highAvailability: redisHighAvailability
+    publicNetworkAccess: redisPublicNetworkAccess
+    identityPrincipalId: identity.outputs.principalId
   }
 }
 
@@ -292,6 +347,10 @@ var appCallerJwtAudience = createEntraApplications ? entra.outputs.callerJwtAudi
 var callerJwtIssuer = '${environment().authentication.loginEndpoint}${tenant().tenantId}/v2.0'
 var clientSecretUri = '${keyVault.outputs.uri}secrets/${clientSecretName}'
 var masterPasswordUri = '${keyVault.outputs.uri}secrets/${masterPasswordName}'
+// Versionless: the broker reads the current version to encrypt and the previous one to decrypt.
+var cacheEncryptionKeyUri = '${keyVault.outputs.uri}secrets/${cacheEncryptionKeySecretName}'
+var redisName = enableRedis ? redis.outputs.name : ''
+var redisEndpoint = enableRedis ? '${redis.outputs.hostName}:${redis.outputs.port}' : ''
 
 // ---- The broker's settings (token_broker/settings.py is the contract; tests/test_infra.py checks it) ----
 
@@ -351,6 +410,18 @@ var brokerAppSettings = union(
   } : {}
 )
 
+// With enableRedis, the shared cache: CACHE_REDIS_HOST (host:10000, TLS), CACHE_REDIS_AUTH=entra (the managed
+// identity's Entra ID token; AZURE_CLIENT_ID selects it) and CACHE_ENCRYPTION_KEY_URI (the vault key the values
+// are encrypted under, versionless). All three or none. Always app settings, also with App Configuration: like
+// AZURE_CLIENT_ID they wire the app to resources of this deployment, they reach the broker however it reads
+// them (from its environment at bootstrap, or with its other settings: app settings win over the store), and
+// turning the cache off removes them, which the store's writer would not (it never deletes a key-value).
+var sharedCacheAppSettings = enableRedis ? {
+  CACHE_REDIS_HOST: redisEndpoint
+  CACHE_REDIS_AUTH: 'entra'
+  CACHE_ENCRYPTION_KEY_URI: cacheEncryptionKeyUri
+} : {}
+
 // Secrets as Key Vault references resolved by the platform with keyVaultReferenceIdentity.
 var keyVaultReferenceAppSettings = union(
   (credentialMode == 'keyVaultReference') ? {
@@ -387,9 +458,10 @@ module appConfiguration 'app/appconfig.bicep' = if (useAppConfiguration) {
 
 var appConfigurationEndpoint = useAppConfiguration ? appConfiguration.outputs.endpoint : ''
 
-// With App Configuration the app settings hold the bootstrap settings only; otherwise they hold everything.
-var functionAppSettings = useAppConfiguration ? bootstrapAppSettings : union(
-  bootstrapAppSettings, brokerAppSettings, keyVaultReferenceAppSettings)
+// With App Configuration the app settings hold the bootstrap settings (and the shared cache's wiring) only;
+// otherwise they hold everything.
+var functionAppSettings = useAppConfiguration ? union(bootstrapAppSettings, sharedCacheAppSettings) : union(
+  bootstrapAppSettings, brokerAppSettings, sharedCacheAppSettings, keyVaultReferenceAppSettings)
 
 module api 'app/api.bicep' = {
   name: 'api'
@@ -437,6 +509,9 @@ output AZURE_APPCONFIG_ENDPOINT string = appConfigurationEndpoint
 // setting name -> Key Vault secret URI. Never a bootstrap setting (tests/test_infra.py checks it).
 output AZURE_APPCONFIG_SETTINGS object = useAppConfiguration ? brokerAppSettings : {}
 output AZURE_APPCONFIG_KEYVAULT_REFERENCES object = useAppConfiguration ? keyVaultReferenceUris : {}
+// The shared cache (empty without enableRedis); the postprovision hook creates the encryption key when it is set.
+output AZURE_REDIS_NAME string = redisName
+output AZURE_REDIS_ENDPOINT string = redisEndpoint
 output APPLICATIONINSIGHTS_NAME string = monitoring.outputs.applicationInsightsName
 output POWERBI_TENANT_ID string = tenant().tenantId
 output POWERBI_CLIENT_ID string = appClientId

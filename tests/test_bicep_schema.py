@@ -112,3 +112,60 @@ resource app 'Microsoft.Graph/applications@v1.0' = {
     assert any("required property 'roleDefinitionId' is missing" in p for p in problems), problems
     assert any("'authsettingsV3' is not one of" in p for p in problems), problems
     assert any("app.appId: read-only property set" in p for p in problems), problems
+
+
+REDIS = """
+resource cluster 'Microsoft.Cache/redisEnterprise@2025-07-01' = {
+  name: 'amr-probe'
+  location: 'westeurope'
+  sku: {
+    name: 'Balanced_B0'
+  }
+  properties: {
+    minimumTlsVersion: '1.2'
+    publicNetworkAccess: 'Enabled'
+  }
+}
+resource database 'Microsoft.Cache/redisEnterprise/databases@2025-07-01' = {
+  parent: cluster
+  name: 'default'
+  properties: {
+    %s
+  }
+}
+resource assignment 'Microsoft.Cache/redisEnterprise/databases/accessPolicyAssignments@2025-07-01' = {
+  parent: database
+  name: 'probe'
+  properties: {
+    %s
+  }
+}
+"""
+ASSIGNMENT = "accessPolicyName: 'default'\n    user: {\n      objectId: '00000000-0000-0000-0000-000000000000'\n    }"
+
+
+@pytest.mark.parametrize(("database", "assignment", "expected"), [
+    ("accessKeysAuthentication: 'Disabled'\n    clusteringPolicy: 'EnterpriseCluster'", ASSIGNMENT, None),
+    ("clusteringPolicy: 'Enterprise'", ASSIGNMENT, "is not one of"),  # the policy is EnterpriseCluster
+    ("minimumTlsVersion: '1.2'", ASSIGNMENT, "unknown property"),  # a property of the cluster, not the database
+    ("accessKeysAuthentication: false", ASSIGNMENT, "is not one of"),  # 'Disabled', not a bool
+    ("port: '10000'", ASSIGNMENT, "expected an int"),
+    ("evictionPolicy: 'volatile-lru'", ASSIGNMENT, "is not one of"),  # Redis's spelling, not Azure's
+    ("clientProtocol: 'Encrypted'", "accessPolicyName: 'default'", "required property 'user' is missing"),
+    ("clientProtocol: 'Encrypted'", "accessPolicyName: 'default'\n    user: {\n      principalId: 'x'\n    }",
+     "unknown property"),  # the user is named by objectId
+])
+def test_the_checker_finds_what_azure_managed_redis_refuses(tmp_path: Path, database: str, assignment: str,
+                                                            expected: str | None) -> None:
+    problems = problems_of(tmp_path, REDIS % (database, assignment))
+    if expected is None:
+        assert problems == []
+    else:
+        assert problems and all(expected in problem for problem in problems), problems
+
+
+def test_azure_managed_redis_requires_public_network_access_at_this_api_version(tmp_path: Path) -> None:
+    """2025-07-01 makes publicNetworkAccess required: a template that omits it is refused."""
+    problems = problems_of(tmp_path, (REDIS % ("port: 10000", ASSIGNMENT)).replace(
+        "    publicNetworkAccess: 'Enabled'\n", ""))
+    assert problems == ["cluster.properties: required property 'publicNetworkAccess' is missing"]

@@ -10,6 +10,7 @@ contract is the command lines they run.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
@@ -202,3 +203,145 @@ def test_the_prepackage_hook_compiles_hash_checked_bytecode_for_the_runtime(tmp_
     for pyc in (project / "__pycache__" / f"function_app.{tag}.pyc",
                 project / "token_broker" / "__pycache__" / f"__init__.{tag}.pyc"):
         assert int.from_bytes(pyc.read_bytes()[4:8], "little") == 0b11, pyc
+
+
+# -- the shared cache's encryption key (ENABLE_REDIS): created once, never replaced by a provision -------------
+
+#: ``az`` standing in for the Key Vault commands the hook runs, over a JSON file of secret versions. ``secret
+#: list`` answers the hook's ``[?name=='…'] | [0].id`` query; ``secret set`` stores its standard input (``--file
+#: /dev/stdin``). The first AZ_FAIL_KEYVAULT_FIRST Key Vault calls fail like a 403 while the role propagates.
+KEYVAULT_AZ = """#!{python}
+import json, os, re, sys
+args = sys.argv[1:]
+with open(os.environ["AZ_LOG"], "a") as f:
+    f.write(json.dumps(args) + "\\n")
+state_path = os.environ["AZ_VAULT"]
+state = json.load(open(state_path)) if os.path.exists(state_path) else {{"secrets": {{}}, "keyvault_calls": 0}}
+def option(name):
+    return args[args.index(name) + 1]
+if args[:1] == ["keyvault"]:
+    state["keyvault_calls"] += 1
+    json.dump(state, open(state_path, "w"))
+    if state["keyvault_calls"] <= int(os.environ.get("AZ_FAIL_KEYVAULT_FIRST", "0")):
+        sys.stderr.write("ERROR: (Forbidden) Caller is not authorized to perform action on resource.\\n")
+        sys.exit(1)
+if args[:3] == ["keyvault", "secret", "list"]:
+    name = re.fullmatch(r"\\[\\?name=='([^']+)'\\] \\| \\[0\\]\\.id", option("--query")).group(1)
+    versions = state["secrets"].get(name, [])
+    vault = option("--vault-name")
+    print(f"https://{{vault}}.vault.azure.net/secrets/{{name}}" if versions else "")
+elif args[:3] == ["keyvault", "secret", "set"]:
+    assert "--value" not in args and option("--file") == "/dev/stdin" and option("--encoding") == "utf-8"
+    state["secrets"].setdefault(option("--name"), []).append(sys.stdin.read())
+    json.dump(state, open(state_path, "w"))
+"""
+
+
+@pytest.fixture
+def vault_az(tmp_path: Path) -> Iterator[dict[str, str]]:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    az = bin_dir / "az"
+    az.write_text(KEYVAULT_AZ.format(python=sys.executable))
+    az.chmod(0o755)
+    environ = {k: v for k, v in os.environ.items()
+               if not k.startswith(("AZURE_", "ACTIONS_", "POWERBI_", "CACHE_", "CALLER_"))}
+    environ.update(PATH=f"{bin_dir}{os.pathsep}{environ['PATH']}", AZ_LOG=str(tmp_path / "az.log"),
+                   AZ_VAULT=str(tmp_path / "vault.json"), KEYVAULT_WRITE_WAIT_SECONDS="0",
+                   AZURE_KEY_VAULT_NAME="kv-test", POWERBI_CLIENT_ID="6731de76-14a6-49ae-97bc-6eba6914391e",
+                   POWERBI_CREDENTIAL_MODE="federated", AZURE_REDIS_NAME="amr-test",
+                   AZURE_FUNCTION_APP_NAME="func-api-test", AZURE_RESOURCE_GROUP="rg-test")
+    yield environ
+
+
+def run_hook(environ: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """The whole POSIX postprovision hook against the Key Vault ``az``, run as azd runs it on Linux and macOS:
+    the path itself (azure-dev's bash script runner), so its ``#!/usr/bin/env bash`` line picks the shell."""
+    return subprocess.run([str(HOOKS / "postprovision.sh")], env=environ, text=True, capture_output=True,
+                          timeout=60, check=False)
+
+
+def stored_keys(environ: dict[str, str]) -> list[str]:
+    vault = Path(environ["AZ_VAULT"])
+    secrets = json.loads(vault.read_text())["secrets"] if vault.exists() else {}
+    return list(secrets.get("cache-encryption-key", []))
+
+
+def test_the_hook_creates_the_cache_key_once_and_never_shows_it(vault_az: dict[str, str]) -> None:
+    first = run_hook(vault_az)
+    assert first.returncode == 0, first.stderr
+    [key] = stored_keys(vault_az)
+    # What `openssl rand -base64 32` prints, without its newline: the base64 of 32 random bytes.
+    assert re.fullmatch(r"[A-Za-z0-9+/]{43}=", key)
+    assert len(base64.b64decode(key, validate=True)) == 32
+    calls = az_calls(vault_az)
+    assert key not in first.stdout + first.stderr
+    assert all(key not in argument for call in calls for argument in call), "the key was on a command line"
+    kinds = [call[:3] for call in calls]
+    assert kinds.count(["keyvault", "secret", "set"]) == 1
+    write = next(call for call in calls if call[:3] == ["keyvault", "secret", "set"])
+    assert write[write.index("--vault-name") + 1] == "kv-test"
+    assert ["functionapp", "restart"] in [call[:2] for call in calls]
+
+    # The next provision finds it and keeps it: no write, no restart.
+    Path(vault_az["AZ_LOG"]).unlink()
+    second = run_hook(vault_az)
+    assert second.returncode == 0, second.stderr
+    assert stored_keys(vault_az) == [key]
+    assert "already holds the shared cache's encryption key cache-encryption-key: kept" in second.stdout
+    assert [call[:3] for call in az_calls(vault_az) if call[0] == "keyvault"] == [["keyvault", "secret", "list"]]
+    assert ["functionapp", "restart"] not in [call[:2] for call in az_calls(vault_az)]
+
+
+def test_the_cache_key_is_rotated_only_on_request(vault_az: dict[str, str]) -> None:
+    assert run_hook(vault_az).returncode == 0
+    rotated = run_hook({**vault_az, "CACHE_ROTATE_ENCRYPTION_KEY": "true"})
+    assert rotated.returncode == 0, rotated.stderr
+    first, second = stored_keys(vault_az)
+    assert first != second and len(base64.b64decode(second, validate=True)) == 32
+    assert "still decrypts" in rotated.stdout and "CACHE_ROTATE_ENCRYPTION_KEY false" in rotated.stdout
+
+
+def test_the_hook_waits_for_the_vault_role_then_writes(vault_az: dict[str, str]) -> None:
+    """The deployer's Key Vault Secrets Officer assignment is minutes old: the first calls get 403."""
+    result = run_hook({**vault_az, "AZ_FAIL_KEYVAULT_FIRST": "3"})
+    assert result.returncode == 0, result.stderr
+    assert len(stored_keys(vault_az)) == 1
+    assert "Waiting for the Key Vault role assignment to take effect (1/10)" in result.stdout
+    assert "Waiting for permission to write secrets" not in result.stdout
+    kinds = [call[:3] for call in az_calls(vault_az) if call[0] == "keyvault"]
+    assert kinds == [["keyvault", "secret", "list"]] * 4 + [["keyvault", "secret", "set"]]
+
+
+def test_the_hook_gives_up_with_the_fix_when_the_vault_stays_closed(vault_az: dict[str, str]) -> None:
+    result = run_hook({**vault_az, "AZ_FAIL_KEYVAULT_FIRST": "99"})
+    assert result.returncode != 0
+    assert "Key Vault Secrets Officer" in result.stderr and stored_keys(vault_az) == []
+    assert len(az_calls(vault_az)) == 1 + 10  # az account show, then ten attempts
+
+
+def test_without_the_shared_cache_the_hook_touches_no_key(vault_az: dict[str, str]) -> None:
+    environ = {k: v for k, v in vault_az.items() if k != "AZURE_REDIS_NAME"}
+    result = run_hook(environ)
+    assert result.returncode == 0, result.stderr
+    assert [call for call in az_calls(environ) if call[0] == "keyvault"] == []
+    assert "cache-encryption-key" not in result.stdout
+
+
+def test_the_powershell_hook_mirrors_the_cache_key_step() -> None:
+    """pwsh is not installed here: the Windows hook is held to the same contract by its text."""
+    text = (HOOKS / "postprovision.ps1").read_text()
+    code = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#"))
+    assert "$cacheKeyName = 'cache-encryption-key'" in code
+    assert "if (Get-Setting 'AZURE_REDIS_NAME') { Save-CacheEncryptionKey }" in code
+    assert "[System.Security.Cryptography.RandomNumberGenerator]::GetBytes(32)" in code
+    assert "[Convert]::ToBase64String(" in code and "Get-Random" not in code
+    assert "/secrets/$cacheKeyName/versions?api-version=7.4" in code  # metadata only, 404 when absent
+    assert "if ($status -eq 404) { break }" in code
+    assert "'CACHE_ROTATE_ENCRYPTION_KEY'" in code and "if ($exists -and -not $rotate)" in code
+    assert "Invoke-RestMethod -Method Put" in code and "az keyvault secret set" not in code
+    assert "Write-Host $secretBody" not in code and "$secretBody = $null" in code
+    start = code.index("function Save-CacheEncryptionKey {")
+    function = code[start:code.index("\nif (Get-Setting 'AZURE_REDIS_NAME')")]
+    assert function.count("Start-Sleep -Seconds $vaultWaitSeconds") == 2
+    assert function.count("$attempt -le 10") == 2

@@ -40,6 +40,7 @@ UPCOMING_SETTINGS = frozenset({
     "AZURE_APPCONFIG_ENDPOINT", "AZURE_APPCONFIG_LABEL", "AZURE_APPCONFIG_REFRESH_SECONDS", "POWERBI_WORKSPACE_ID",
     "EMBED_ALLOWED_WORKSPACES", "EMBED_ALLOWED_REPORTS", "EMBED_ALLOW_EDIT", "EMBED_EDIT_ROLE", "EMBED_RLS_ROLES",
     "EMBED_RLS_CUSTOM_DATA_CLAIM", "EMBED_TOKEN_LIFETIME_MINUTES", "EMBED_CACHE_MAX_ENTRIES",
+    "CACHE_REDIS_HOST", "CACHE_REDIS_AUTH", "CACHE_ENCRYPTION_KEY_URI",  # issue 18: the shared cache (Redis)
 })
 
 #: Runtime and platform settings the Bicep sets that are not the broker's contract.
@@ -270,7 +271,8 @@ def simple_yaml(text: str) -> dict[str, Any]:
 def test_the_templates_exist() -> None:
     names = {p.relative_to(INFRA).as_posix() for p in BICEP_FILES}
     assert {"main.bicep", "app/api.bicep", "app/entra.bicep", "app/keyvault.bicep", "app/storage.bicep",
-            "app/monitoring.bicep", "app/identity.bicep", "app/rbac.bicep", "app/appconfig.bicep"} <= names
+            "app/monitoring.bicep", "app/identity.bicep", "app/rbac.bicep", "app/appconfig.bicep",
+            "app/redis.bicep"} <= names
 
 
 @pytest.mark.parametrize("path", BICEP_FILES, ids=lambda p: p.relative_to(INFRA).as_posix())
@@ -648,7 +650,7 @@ def test_the_app_settings_reach_the_function_app() -> None:
     api = parsed(MAIN)["modules"]["api"]["config"]["params"]
     assert api["appSettings"] == "functionAppSettings"
     assert references(parsed(MAIN)["variables"]["functionAppSettings"]["value"]) >= {
-        "brokerAppSettings", "keyVaultReferenceAppSettings", "useAppConfiguration"}
+        "brokerAppSettings", "keyVaultReferenceAppSettings", "useAppConfiguration", "sharedCacheAppSettings"}
     app_config = unwrap(parsed(MAIN)["modules"]["appConfiguration"]["config"])["params"]
     assert "settings" not in app_config
     assert references(parsed(MAIN)["outputs"]["AZURE_APPCONFIG_SETTINGS"]["value"]) == {
@@ -751,11 +753,12 @@ def test_the_hooks_read_the_outputs_main_bicep_writes() -> None:
     outputs = set(parsed(MAIN)["outputs"])
     azd_variables = {"AZURE_ENV_NAME", "AZURE_SUBSCRIPTION_ID", "AZURE_TENANT_ID"}
     pipeline_variables = {"AZURE_CLIENT_ID"}  # the deploy job's federated identity (GitHub OIDC re-sign-in)
-    knobs = {"POWERBI_CLIENT_SECRET_DAYS", "POWERBI_CLIENT_SECRET_RENEW_DAYS", "POWERBI_ROTATE_CLIENT_SECRET"}
+    knobs = {"POWERBI_CLIENT_SECRET_DAYS", "POWERBI_CLIENT_SECRET_RENEW_DAYS", "POWERBI_ROTATE_CLIENT_SECRET",
+             "CACHE_ROTATE_ENCRYPTION_KEY"}
     for hook in HOOKS:
         text = hook.read_text()
         used = set(re.findall(r"\$\{([A-Z][A-Z0-9_]+)[:?}-]", text)) | set(re.findall(r"'([A-Z][A-Z0-9_]+)'", text))
-        used = {u for u in used if u.startswith(("AZURE_", "POWERBI_", "CALLER_"))}
+        used = {u for u in used if u.startswith(("AZURE_", "POWERBI_", "CALLER_", "CACHE_"))}
         assert used, hook.name
         assert sorted(used - outputs - azd_variables - knobs - pipeline_variables) == [], (
             f"{hook.name} reads variables nobody sets")
@@ -784,6 +787,8 @@ POWERBI_APP_ID = "6731de76-14a6-49ae-97bc-6eba6914391e"
 CALLER_API_APP_ID = "d3590ed6-52b3-4102-aeff-aad2292ab01c"
 IDENTITY_CLIENT_ID = "1950a258-227b-4e31-a9cf-717495945fc2"
 RESOLVED_SECRET = "Q8x8Q~resolved-by-the-platform.0123456789"
+REDIS_NAME = "amr-abcdefghijklm"
+REDIS_HOST_NAME = "amr-abcdefghijklm.eastus.redis.azure.net"
 _INTERPOLATION = re.compile(r"\$\{([^}]+)\}")
 
 
@@ -904,7 +909,8 @@ class Deployment:
     minus bootstrap keys (which the broker ignores there), overridden by the environment.
     """
 
-    def __init__(self, credential_mode: str, grant_type: str, caller_auth: str, use_app_configuration: bool) -> None:
+    def __init__(self, credential_mode: str, grant_type: str, caller_auth: str, use_app_configuration: bool,
+                 *, enable_redis: bool = False) -> None:
         entra = Evaluator(parsed(module_file("entra")), {"grantType": grant_type, "credentialMode": credential_mode,
                                                          "resourceToken": "abcdefghijklm", "environmentName": "test"},
                           {"powerbiApp.appId": POWERBI_APP_ID, "callerApiApp.appId": CALLER_API_APP_ID,
@@ -912,8 +918,8 @@ class Deployment:
         params = {"credentialMode": credential_mode, "powerbiGrantType": grant_type, "callerAuth": caller_auth,
                   "useAppConfiguration": use_app_configuration, "powerbiUsername": "pbi-master@contoso.com",
                   "powerbiWorkspaceId": "b0e6e5a0-6a8a-4c4e-9f5e-7d0c6a1f2b3c",
-                  "embedAllowedWorkspaces": "b0e6e5a0-6a8a-4c4e-9f5e-7d0c6a1f2b3c"}
-        main = Evaluator(parsed(MAIN), params, {
+                  "embedAllowedWorkspaces": "b0e6e5a0-6a8a-4c4e-9f5e-7d0c6a1f2b3c", "enableRedis": enable_redis}
+        self.main = main = Evaluator(parsed(MAIN), params, {
             "tenant().tenantId": TENANT,
             "environment().authentication.loginEndpoint": "https://login.microsoftonline.com/",
             "keyVault.outputs.uri": "https://kv-test.vault.azure.net/",
@@ -922,6 +928,9 @@ class Deployment:
             "entra.outputs.callerJwtAudience": entra.output("callerJwtAudience"),
             "entra.outputs.callerApiClientId": entra.output("callerApiClientId"),
             "appConfiguration.outputs.endpoint": "https://appcs-test.azconfig.io",
+            "redis.outputs.name": REDIS_NAME,
+            "redis.outputs.hostName": REDIS_HOST_NAME,
+            "redis.outputs.port": 10000,
         })
         api_params = {name: main.eval(value)
                       for name, value in unwrap(parsed(MAIN)["modules"]["api"]["config"])["params"].items()
@@ -1187,3 +1196,164 @@ def test_every_metric_and_dimension_the_queries_read_is_one_the_broker_exports()
         assert set(_KQL_DIMENSION.findall(text)) <= attributes, text
     problem_codes = set(re.findall(r'code = "([a-z_]+)"', (ROOT / "token_broker/support/errors.py").read_text()))
     assert any(code.startswith("aad_") for code in problem_codes)  # the aad_* alert has codes to match
+
+
+# -- the shared cache: Azure Managed Redis (infra/app/redis.bicep, docs/DEPLOY.md "Shared cache") ----------------
+
+REDIS_SETTINGS = ("CACHE_REDIS_HOST", "CACHE_REDIS_AUTH", "CACHE_ENCRYPTION_KEY_URI")
+
+
+def _redis() -> dict[str, Any]:
+    return parsed(module_file("redis"))
+
+
+def _redis_body(symbol: str) -> Body:
+    return unwrap(_redis()["resources"][symbol]["config"])
+
+
+def _name_pattern(type_name: str) -> re.Pattern[str]:
+    """The name pattern of a resource type in the vendored type definitions."""
+    from tests.bicep_schema import resource_type
+
+    found = resource_type(type_name, "2025-07-01")
+    assert found is not None
+    types, resource = found
+    body = types.node(resource["body"])
+    return re.compile(types.node(body["properties"]["name"]["type"])["pattern"])
+
+
+def test_redis_is_off_by_default_and_only_in_its_module() -> None:
+    params = parsed(MAIN)["parameters"]
+    assert params["enableRedis"]["default"] is False
+    assert parameters_file()["enableRedis"]["value"] == "${ENABLE_REDIS=false}"
+    module = parsed(MAIN)["modules"]["redis"]
+    assert module["config"]["condition"] == "enableRedis" and module["detail"]["path"] == "app/redis.bicep"
+    cache_resources = [(path.name, name) for path, name, _ in resources() if "Microsoft.Cache/" in
+                       parsed(path)["resources"][name]["type"]]
+    assert {path for path, _ in cache_resources} == {"redis.bicep"} and len(cache_resources) == 3
+    # Off: the deployment sets no cache setting and writes none to the store, in every mode.
+    for app_config in (False, True):
+        deployment = Deployment("federated", "client_credentials", "jwt", app_config)
+        assert not set(REDIS_SETTINGS) & (set(deployment.environment) | set(deployment.store))
+        assert (deployment.main.output("AZURE_REDIS_NAME"), deployment.main.output("AZURE_REDIS_ENDPOINT")) == ("", "")
+
+
+def test_redis_accepts_entra_id_over_tls_only() -> None:
+    cluster = _redis_body("cluster")
+    assert get(cluster, "properties", "minimumTlsVersion") == "1.2"
+    database = _redis_body("database")
+    assert database["name"] == "default" and database["parent"] == "cluster"
+    props = get(database, "properties")
+    assert get(props, "accessKeysAuthentication") == "Disabled"  # no password exists
+    assert get(props, "clientProtocol") == "Encrypted" and get(props, "port") == 10000
+    # One endpoint for the broker's non-cluster client; every entry has a TTL, so the LRU of those goes first.
+    assert get(props, "clusteringPolicy") == "EnterpriseCluster"
+    assert get(props, "evictionPolicy") == "VolatileLRU"
+    assert not {"persistence", "modules", "geoReplication"} & set(props)
+    # No key is ever read out of the cache or the database, into an output or anywhere else.
+    for path in BICEP_FILES:
+        text = path.read_text()
+        assert "listKeys" not in text and "regenerateKey" not in text, path.name
+    assert set(_redis()["outputs"]) == {"name", "id", "hostName", "port"}
+
+
+def test_redis_public_access_is_a_parameter_and_never_without_entra() -> None:
+    cluster = _redis_body("cluster")
+    assert get(cluster, "properties", "publicNetworkAccess") == "publicNetworkAccess"
+    for path, name in ((module_file("redis"), "publicNetworkAccess"), (MAIN, "redisPublicNetworkAccess")):
+        param = parsed(path)["parameters"][name]
+        assert decorator(param, "allowed") == ["Enabled", "Disabled"] and param["default"] == "Enabled"
+    assert unwrap(parsed(MAIN)["modules"]["redis"]["config"])["params"]["publicNetworkAccess"] == \
+        "redisPublicNetworkAccess"
+    assert parameters_file()["redisPublicNetworkAccess"]["value"] == "${REDIS_PUBLIC_NETWORK_ACCESS=Enabled}"
+
+
+def test_the_access_policy_assignment_is_the_function_apps_identity() -> None:
+    assignment = _redis_body("appAccessPolicyAssignment")
+    assert _redis()["resources"]["appAccessPolicyAssignment"]["type"] == \
+        "Microsoft.Cache/redisEnterprise/databases/accessPolicyAssignments"
+    assert assignment["parent"] == "database"
+    assert get(assignment, "properties", "accessPolicyName") == "default"
+    assert get(assignment, "properties", "user", "objectId") == "identityPrincipalId"
+    # The principal id of the same user-assigned identity the function app runs as.
+    redis_params = unwrap(parsed(MAIN)["modules"]["redis"]["config"])["params"]
+    api_params = unwrap(parsed(MAIN)["modules"]["api"]["config"])["params"]
+    evaluated = Evaluator(parsed(MAIN), {}, {"identity.outputs.principalId": "principal-of-id-api",
+                                             "identity.outputs.id": "id-api"})
+    assert evaluated.eval(redis_params["identityPrincipalId"]) == "principal-of-id-api"
+    assert evaluated.eval(api_params["identityId"]) == "id-api"
+    identity = Evaluator(parsed(module_file("identity")), {}, {"identity.properties.principalId": "object-id",
+                                                               "identity.id": "id-api"})
+    assert (identity.output("principalId"), identity.output("id")) == ("object-id", "id-api")
+    # Its name allows letters and digits only: a fixed prefix and uniqueString() (13 of [a-z0-9]).
+    name = assignment["name"]
+    assert re.fullmatch(r"api\$\{uniqueString\(cluster\.id, identityPrincipalId\)\}", name)
+    pattern = _name_pattern("Microsoft.Cache/redisEnterprise/databases/accessPolicyAssignments")
+    assert pattern.fullmatch("api" + "0123456789abc") and not pattern.fullmatch("api-0123")
+    cluster_name = json.loads((INFRA / "abbreviations.json").read_text())["cacheRedisEnterprise"] + "abcdefghijklm"
+    assert _name_pattern("Microsoft.Cache/redisEnterprise").fullmatch(cluster_name)
+    assert redis_params["name"] == "${abbrs.cacheRedisEnterprise}${resourceToken}"
+
+
+def test_redis_skus_are_the_same_in_main_and_the_module() -> None:
+    """tests/test_bicep_schema.py checks every @allowed SKU of the module against the published type."""
+    module_skus = decorator(_redis()["parameters"]["skuName"], "allowed")
+    assert decorator(parsed(MAIN)["parameters"]["redisSku"], "allowed") == module_skus
+    assert parsed(MAIN)["parameters"]["redisSku"]["default"] == _redis()["parameters"]["skuName"]["default"]
+    assert _redis()["parameters"]["skuName"]["default"] == "Balanced_B0"
+    assert all(sku.split("_")[0] in ("Balanced", "MemoryOptimized", "ComputeOptimized") for sku in module_skus)
+    assert unwrap(parsed(MAIN)["modules"]["redis"]["config"])["params"]["skuName"] == "redisSku"
+    for parameter, variable in (("redisSku", "REDIS_SKU"), ("redisHighAvailability", "REDIS_HIGH_AVAILABILITY")):
+        assert parameters_file()[parameter]["value"].startswith(f"${{{variable}=")
+
+
+@pytest.mark.parametrize(("mode", "caller", "app_config"),
+                         [(mode, caller, app_config) for mode in ("keyVaultReference", "federated")
+                          for caller in ("jwt", "function_key") for app_config in (False, True)])
+def test_redis_settings_are_wired_when_enabled(mode: str, caller: str, app_config: bool) -> None:
+    deployment = Deployment(mode, "client_credentials", caller, app_config, enable_redis=True)
+    # Always app settings, also with App Configuration: they reach the broker whether it reads them at bootstrap
+    # (environment only) or with its other settings, and turning the cache off removes them.
+    assert not set(REDIS_SETTINGS) & set(deployment.store)
+    assert {name: deployment.environment[name] for name in REDIS_SETTINGS} == {
+        "CACHE_REDIS_HOST": f"{REDIS_HOST_NAME}:10000",
+        "CACHE_REDIS_AUTH": "entra",
+        # Versionless: the broker encrypts with the newest version and decrypts with the previous one too.
+        "CACHE_ENCRYPTION_KEY_URI": "https://kv-test.vault.azure.net/secrets/cache-encryption-key",
+    }
+    assert deployment.settings["CACHE_REDIS_HOST"] == f"{REDIS_HOST_NAME}:10000"
+    # entra: the broker's token for Redis is the user-assigned identity's, which AZURE_CLIENT_ID selects.
+    assert deployment.environment["AZURE_CLIENT_ID"] == IDENTITY_CLIENT_ID
+    assert deployment.main.output("AZURE_REDIS_NAME") == REDIS_NAME
+    assert deployment.main.output("AZURE_REDIS_ENDPOINT") == f"{REDIS_HOST_NAME}:10000"
+    # The broker's own settings pipeline accepts what is deployed.
+    loaded = load_deployed(deployment)
+    assert [p for p in loaded.warnings if p.severity == "error"] == []
+
+
+def test_the_key_the_settings_name_is_the_one_the_hooks_create_and_the_roles_allow() -> None:
+    variables = parsed(MAIN)["variables"]
+    assert variables["cacheEncryptionKeySecretName"]["value"] == "cache-encryption-key"
+    assert variables["cacheEncryptionKeyUri"]["value"] == (
+        "${keyVault.outputs.uri}secrets/${cacheEncryptionKeySecretName}")
+    for hook in HOOKS:
+        text = hook.read_text()
+        assert "'cache-encryption-key'" in text or '"cache-encryption-key"' in text, hook.name
+        assert "AZURE_REDIS_NAME" in text and "CACHE_ROTATE_ENCRYPTION_KEY" in text, hook.name
+    # The app reads it (and lists its versions) with Key Vault Secrets User, whatever the other options.
+    rbac = parsed(module_file("rbac"))["resources"]
+    reader = rbac["identityKeyVaultSecretsUser"]["config"]
+    assert "condition" not in reader
+    assert get(reader, "properties", "roleDefinitionId")["function"]["parameters"]["resource_name_1"] == \
+        "keyVaultSecretsUserRoleId"
+    # The deployer may write it (the hook runs as the deployer): Key Vault Secrets Officer whenever Redis is on,
+    # also in federated mode, where no client secret needs it.
+    writes = unwrap(parsed(MAIN)["modules"]["rbac"]["config"])["params"]["deployerWritesToVault"]
+    for mode in ("keyVaultReference", "runtimeSecretUri", "federated"):
+        for enable_redis in (False, True):
+            evaluated = Evaluator(parsed(MAIN), {"credentialMode": mode, "enableRedis": enable_redis}, {})
+            assert evaluated.eval(writes) is ((mode != "federated") or enable_redis), (mode, enable_redis)
+    officer = unwrap(rbac["deployerKeyVaultSecretsOfficer"]["config"])
+    assert get(officer, "properties", "roleDefinitionId")["function"]["parameters"]["resource_name_1"] == \
+        "keyVaultSecretsOfficerRoleId"
+    assert references(rbac["deployerKeyVaultSecretsOfficer"]["config"]["condition"]) >= {"deployerWritesToVault"}

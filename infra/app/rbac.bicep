@@ -15,7 +15,7 @@ param deployerPrincipalId string = ''
 ])
 param deployerPrincipalType string = 'User'
 
-@description('Give the deployer Key Vault Secrets Officer on the vault, so that the postprovision hook can store the client secret.')
+@description('Give the deployer Key Vault Secrets Officer on the vault, so that the postprovision hook can store the client secret and the shared cache\'s encryption key.')
 param deployerWritesToVault bool = false
 
 var storageBlobDataOwnerRoleId = 'b7e6dc6d-f1e8-4753-8033-0f276bb0955b' // Storage Blob Data Owner
@@ -57,7 +57,9 @@ resource identityMonitoringMetricsPublisher 'Microsoft.Authorization/roleAssignm
   }
 }
 
-// Key Vault references in app settings, and secrets read at run time (runtimeSecretUri mode).
+// Key Vault references in app settings, and secrets read at run time (runtimeSecretUri mode; the shared
+// cache's encryption key, whose versions the broker lists to decrypt with the previous one after a rotation:
+// getSecret and readMetadata, both in this role).
 resource identityKeyVaultSecretsUser 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
   name: guid(keyVault.id, identityPrincipalId, keyVaultSecretsUserRoleId)
   scope: keyVault
@@ -68,7 +70,8 @@ resource identityKeyVaultSecretsUser 'Microsoft.Authorization/roleAssignments@20
   }
 }
 
-// The postprovision hook writes the client secret it creates into the vault as the signed-in user.
+// The postprovision hook writes the client secret it creates (and the shared cache's encryption key) into the
+// vault as the signed-in user.
 resource deployerKeyVaultSecretsOfficer 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (deployerWritesToVault && !empty(deployerPrincipalId)) {
   name: guid(keyVault.id, deployerPrincipalId, keyVaultSecretsOfficerRoleId)
   scope: keyVault

@@ -4,9 +4,13 @@
 #    the Microsoft Graph addPassword call and stored with the Key Vault REST API (Invoke-RestMethod), so it
 #    is never printed, never written to disk and never on a command line. A secret still valid for more
 #    than POWERBI_CLIENT_SECRET_RENEW_DAYS is kept; POWERBI_ROTATE_CLIENT_SECRET=true forces a new one.
-# 2. USE_APP_CONFIGURATION=true: writes the broker's settings into the App Configuration store
+# 2. ENABLE_REDIS=true (AZURE_REDIS_NAME is set): creates the shared cache's encryption key cache-encryption-key
+#    (the base64 of 32 bytes from RandomNumberGenerator) when it does not exist, stored with the Key Vault REST
+#    API from this process's memory. An existing key is never replaced by a provision;
+#    CACHE_ROTATE_ENCRYPTION_KEY=true adds a new version (the broker still decrypts with the previous one).
+# 3. USE_APP_CONFIGURATION=true: writes the broker's settings into the App Configuration store
 #    (appconfig_keyvalues.py says why this is not done by Resource Manager).
-# 3. Prints the Power BI admin steps that no template can do.
+# 4. Prints the Power BI admin steps that no template can do.
 # Needs the Azure CLI signed in to the same tenant (az login). In GitHub Actions (OpenID Connect) it signs the
 # CLI in again with a fresh GitHub ID token first: the one azure/login used expires after about 5 minutes
 # (AADSTS700024 after a longer provision); see postprovision.sh.
@@ -28,6 +32,10 @@ $envName = Get-Setting 'AZURE_ENV_NAME' 'azd'
 # Must match clientSecretName / masterPasswordName in infra/main.bicep (tests/test_infra.py checks it).
 $secretName = 'powerbi-client-secret'
 $passwordName = 'powerbi-master-password'
+# Must match cacheEncryptionKeySecretName in infra/main.bicep (tests/test_infra.py checks it).
+$cacheKeyName = 'cache-encryption-key'
+# Seconds between the attempts while this deployment's Key Vault role assignment propagates.
+$vaultWaitSeconds = [double](Get-Setting 'KEYVAULT_WRITE_WAIT_SECONDS' '30')
 $validityDays = [int](Get-Setting 'POWERBI_CLIENT_SECRET_DAYS' '180')
 $renewDays = [int](Get-Setting 'POWERBI_CLIENT_SECRET_RENEW_DAYS' '30')
 
@@ -170,6 +178,76 @@ switch ($mode) {
     }
     default { throw "Unknown POWERBI_CREDENTIAL_MODE '$mode'." }
 }
+
+function Save-CacheEncryptionKey {
+    $vaultToken = Get-AccessToken 'https://vault.azure.net'
+    $headers = @{ Authorization = "Bearer $vaultToken" }
+    $exists = $false
+    for ($attempt = 1; $attempt -le 10; $attempt++) {
+        try {
+            # Version metadata only (never values); 404 when the key does not exist. Retried while roles propagate.
+            $versions = Invoke-RestMethod -Method Get -Headers $headers `
+                -Uri "$vaultUri/secrets/$cacheKeyName/versions?api-version=7.4"
+            $exists = @($versions.value | Where-Object { $_ }).Count -gt 0
+            break
+        } catch {
+            $status = $null
+            if ($_.Exception.PSObject.Properties['Response'] -and $_.Exception.Response) {
+                $status = [int]$_.Exception.Response.StatusCode
+            }
+            if ($status -eq 404) { break }
+            if ($attempt -eq 10) { throw "Cannot read Key Vault ${vault}: does the signed-in user hold Key Vault Secrets Officer on it?" }
+            Write-Host "Waiting for the Key Vault role assignment to take effect ($attempt/10)..."
+            Start-Sleep -Seconds $vaultWaitSeconds
+        }
+    }
+
+    $rotate = (Get-Setting 'CACHE_ROTATE_ENCRYPTION_KEY' 'false') -eq 'true'
+    if ($exists -and -not $rotate) {
+        Write-Host "Key Vault $vault already holds the shared cache's encryption key ${cacheKeyName}: kept."
+        Write-Host "(Rotate it with 'azd env set CACHE_ROTATE_ENCRYPTION_KEY true' and 'azd provision': docs/DEPLOY.md.)"
+        return
+    }
+    if ($exists) {
+        Write-Host "CACHE_ROTATE_ENCRYPTION_KEY=true: adding a new version of $cacheKeyName; the broker still decrypts"
+        Write-Host "with the previous one. Set it back with 'azd env set CACHE_ROTATE_ENCRYPTION_KEY false'."
+    } else {
+        Write-Host "Creating the shared cache's encryption key $cacheKeyName in Key Vault $vault..."
+    }
+    # 32 bytes from the operating system's cryptographic random generator, base64; only in this process.
+    $secretBody = @{
+        value       = [Convert]::ToBase64String([System.Security.Cryptography.RandomNumberGenerator]::GetBytes(32))
+        contentType = 'text/plain'
+        tags        = @{ purpose = 'token-broker-cache-encryption'; format = 'base64-32-bytes' }
+    } | ConvertTo-Json -Depth 3
+    $stored = $false
+    for ($attempt = 1; $attempt -le 10; $attempt++) {
+        try {
+            Invoke-RestMethod -Method Put -ContentType 'application/json' -Body $secretBody -Headers $headers `
+                -Uri "$vaultUri/secrets/${cacheKeyName}?api-version=7.4" | Out-Null
+            $stored = $true
+            break
+        } catch {
+            if ($attempt -lt 10) {
+                Write-Host "Waiting for permission to write secrets to Key Vault $vault ($attempt/10)..."
+                Start-Sleep -Seconds $vaultWaitSeconds
+            }
+        }
+    }
+    $secretBody = $null
+    if (-not $stored) {
+        throw ("Could not store $cacheKeyName in Key Vault ${vault}: does the signed-in user hold Key Vault Secrets " +
+            "Officer on it? (A deleted secret of that name must be recovered first: az keyvault secret recover " +
+            "--vault-name $vault --name $cacheKeyName.)")
+    }
+    Write-Host "Stored the shared cache's encryption key in Key Vault $vault as $cacheKeyName."
+    # Restart the app so that every instance loads the new version now.
+    $app = Get-Setting 'AZURE_FUNCTION_APP_NAME'
+    $group = Get-Setting 'AZURE_RESOURCE_GROUP'
+    if ($app -and $group) { az functionapp restart --name $app --resource-group $group --output none }
+}
+
+if (Get-Setting 'AZURE_REDIS_NAME') { Save-CacheEncryptionKey }
 
 if (Get-Setting 'AZURE_APPCONFIG_ENDPOINT') {
     $python = Get-Command python3 -ErrorAction SilentlyContinue

@@ -6,9 +6,14 @@
 #    never written to disk and never on a command line (visible in `ps`). A secret that is still valid for
 #    more than POWERBI_CLIENT_SECRET_RENEW_DAYS is kept, so re-running `azd provision` does not pile up
 #    credentials; POWERBI_ROTATE_CLIENT_SECRET=true forces a new one.
-# 2. USE_APP_CONFIGURATION=true: writes the broker's settings into the App Configuration store
+# 2. ENABLE_REDIS=true (the AZURE_REDIS_NAME output is set): creates the shared cache's encryption key, the
+#    Key Vault secret cache-encryption-key holding the base64 of 32 random bytes (openssl rand -base64 32), when
+#    it does not exist. An existing key is never replaced by a provision; CACHE_ROTATE_ENCRYPTION_KEY=true adds
+#    a new version (the broker encrypts with the newest and still decrypts with the previous one). The key goes
+#    from openssl through a pipe into Key Vault: never printed, never on a command line, never on disk.
+# 3. USE_APP_CONFIGURATION=true: writes the broker's settings into the App Configuration store
 #    (appconfig_keyvalues.py says why this is not done by Resource Manager).
-# 3. Prints the Power BI admin steps that no template can do: the tenant setting and workspace access.
+# 4. Prints the Power BI admin steps that no template can do: the tenant setting and workspace access.
 #
 # In GitHub Actions (OpenID Connect), azure/login signs the Azure CLI in with a GitHub ID token that expires after
 # about 5 minutes, and the CLI needs it again for every new resource (Key Vault, Microsoft Graph): after a longer
@@ -29,6 +34,10 @@ env_name="${AZURE_ENV_NAME:-azd}"
 # Must match clientSecretName / masterPasswordName in infra/main.bicep (tests/test_infra.py checks it).
 secret_name="powerbi-client-secret"
 password_name="powerbi-master-password"
+# Must match cacheEncryptionKeySecretName in infra/main.bicep (tests/test_infra.py checks it).
+cache_key_name="cache-encryption-key"
+# Seconds between the attempts while this deployment's Key Vault role assignment propagates.
+vault_wait_seconds="${KEYVAULT_WRITE_WAIT_SECONDS:-30}"
 validity_days="${POWERBI_CLIENT_SECRET_DAYS:-180}"
 renew_days="${POWERBI_CLIENT_SECRET_RENEW_DAYS:-30}"
 
@@ -168,6 +177,65 @@ case "$mode" in
     exit 1
     ;;
 esac
+
+store_cache_encryption_key() {
+  # Does the vault hold the key? (list returns metadata only, never values.) Retried while the role
+  # assignment of this deployment propagates.
+  local existing="" attempt stored=false
+  for attempt in 1 2 3 4 5 6 7 8 9 10; do
+    if existing="$(az keyvault secret list --vault-name "$vault" \
+        --query "[?name=='${cache_key_name}'] | [0].id" --output tsv 2>/dev/null)"; then
+      break
+    fi
+    if [ "$attempt" = 10 ]; then
+      echo "Cannot read Key Vault $vault: does the signed-in user hold Key Vault Secrets Officer on it?" >&2
+      return 1
+    fi
+    echo "Waiting for the Key Vault role assignment to take effect ($attempt/10)..."
+    sleep "$vault_wait_seconds"
+  done
+
+  if [ -n "$existing" ] && [ "${CACHE_ROTATE_ENCRYPTION_KEY:-false}" != "true" ]; then
+    echo "Key Vault $vault already holds the shared cache's encryption key $cache_key_name: kept."
+    echo "(Rotate it with 'azd env set CACHE_ROTATE_ENCRYPTION_KEY true' and 'azd provision': docs/DEPLOY.md.)"
+    return 0
+  fi
+  if [ -n "$existing" ]; then
+    echo "CACHE_ROTATE_ENCRYPTION_KEY=true: adding a new version of $cache_key_name; the broker still decrypts"
+    echo "with the previous one. Set it back with 'azd env set CACHE_ROTATE_ENCRYPTION_KEY false'."
+  else
+    echo "Creating the shared cache's encryption key $cache_key_name in Key Vault $vault..."
+  fi
+  # 32 random bytes from openssl, base64 without the newline, piped straight into Key Vault.
+  for attempt in 1 2 3 4 5 6 7 8 9 10; do
+    if openssl rand -base64 32 | tr -d '\n' | az keyvault secret set --vault-name "$vault" \
+        --name "$cache_key_name" --file /dev/stdin --encoding utf-8 --content-type "text/plain" \
+        --tags "purpose=token-broker-cache-encryption" "format=base64-32-bytes" --output none; then
+      stored=true
+      break
+    fi
+    if [ "$attempt" != 10 ]; then
+      echo "Waiting for permission to write secrets to Key Vault $vault ($attempt/10)..."
+      sleep "$vault_wait_seconds"
+    fi
+  done
+  if [ "$stored" != true ]; then
+    echo "Could not store $cache_key_name in Key Vault $vault: does the signed-in user hold Key Vault Secrets" \
+      "Officer on it? (A deleted secret of that name must be recovered first: az keyvault secret recover" \
+      "--vault-name $vault --name $cache_key_name.)" >&2
+    return 1
+  fi
+  echo "Stored the shared cache's encryption key in Key Vault $vault as $cache_key_name."
+  # Restart the app so that every instance loads the new version now.
+  if [ -n "${AZURE_FUNCTION_APP_NAME:-}" ] && [ -n "${AZURE_RESOURCE_GROUP:-}" ]; then
+    az functionapp restart --name "$AZURE_FUNCTION_APP_NAME" --resource-group "$AZURE_RESOURCE_GROUP" \
+      ${AZURE_SUBSCRIPTION_ID:+--subscription "$AZURE_SUBSCRIPTION_ID"} --output none || true
+  fi
+}
+
+if [ -n "${AZURE_REDIS_NAME:-}" ]; then
+  store_cache_encryption_key
+fi
 
 if [ -n "${AZURE_APPCONFIG_ENDPOINT:-}" ]; then
   python3 "$(dirname "$0")/appconfig_keyvalues.py"
