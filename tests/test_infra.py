@@ -40,7 +40,6 @@ UPCOMING_SETTINGS = frozenset({
     "AZURE_APPCONFIG_ENDPOINT", "AZURE_APPCONFIG_LABEL", "AZURE_APPCONFIG_REFRESH_SECONDS", "POWERBI_WORKSPACE_ID",
     "EMBED_ALLOWED_WORKSPACES", "EMBED_ALLOWED_REPORTS", "EMBED_ALLOW_EDIT", "EMBED_EDIT_ROLE", "EMBED_RLS_ROLES",
     "EMBED_RLS_CUSTOM_DATA_CLAIM", "EMBED_TOKEN_LIFETIME_MINUTES", "EMBED_CACHE_MAX_ENTRIES",
-    "CACHE_REDIS_HOST", "CACHE_REDIS_AUTH", "CACHE_ENCRYPTION_KEY_URI",  # issue 18: the shared cache (Redis)
 })
 
 #: Runtime and platform settings the Bicep sets that are not the broker's contract.
@@ -99,10 +98,7 @@ OPTIONAL_SETTINGS: dict[str, str] = {
     "POWERBI_PROXY_QUERY_CACHE_MAX_ENTRIES": "tuning; the contract default fits",
     "POWERBI_PROXY_QUERIES_PER_MINUTE": "tuning; the contract default keeps under Power BI's 120 per user",
     "POWERBI_PROXY_MAX_RESPONSE_BYTES": "tuning; the contract default fits",
-    "CACHE_REDIS_HOST": "the shared cache tier (Azure Managed Redis) is optional; set by its infra module when on",
-    "CACHE_REDIS_AUTH": "entra (the default) with the Azure Managed Redis module",
     "CACHE_REDIS_PASSWORD": "only with CACHE_REDIS_AUTH=password; the template uses Entra ID authentication",
-    "CACHE_ENCRYPTION_KEY_URI": "only with CACHE_REDIS_HOST; set by the Azure Managed Redis module when on",
     "AZURE_APPCONFIG_LABEL": "the template writes unlabelled key-values",
 }
 
