@@ -55,7 +55,8 @@ _REPORT = re.compile(rf"(?i)/v1\.0/myorg/groups/{_GUID}/reports/{_GUID}")
 _DATASET = re.compile(rf"(?i)/v1\.0/myorg/groups/{_GUID}/datasets/{_GUID}")
 
 
-class PowerBIEmulator(EmulatorServer, PowerBIModel, PowerBIProxyRoutes, PowerBIProfiles):  # EmulatorServer first: it takes the arguments
+# EmulatorServer first: it takes the arguments
+class PowerBIEmulator(EmulatorServer, PowerBIModel, PowerBIProxyRoutes, PowerBIProfiles):
     """Power BI REST API emulator over an in-memory tenant. Every public method is thread-safe.
 
     Model: :meth:`add_workspace`, :meth:`add_dataset`, :meth:`add_report`, :meth:`grant`, :meth:`revoke`,

@@ -273,7 +273,7 @@ def test_profiles_with_an_unverified_caller_mode_or_a_user_grant_are_refused_at_
     env: Env, entra: EntraEmulator, powerbi: PowerBIEmulator, world: World, tenants: Tenants, call: Call,
     changes: dict[str, str], setting: str
 ) -> None:
-    env.set(**profile_settings(entra, powerbi, world, tenants, **changes))
+    env.set(**{**profile_settings(entra, powerbi, world, tenants), **changes})
     problem = assert_problem(call("GET", "/api/health"), 503, "configuration_invalid")
     named = [p for p in problem["problems"] if p["severity"] == "error" and p["setting"] == setting]
     assert named and ("profile" in named[0]["message"].lower()), problem

@@ -83,32 +83,36 @@ def _nonzero_guid(value: object) -> bool:
 
 
 def _profile(read: SettingReader, name: str, customer: str, value: Any) -> Profile | None:
-    """One customer's entry: a profile id, or {"profileId": ..., "workspaces": [...]}; None after a problem."""
+    """One customer's entry: a profile id, or {"profileId": ..., "workspaces": [...]}; None after a problem.
+
+    ``name`` is where the mapping was read (POWERBI_PROFILES or the store's keys); problems are filed under
+    POWERBI_PROFILES, the setting the store form stands for.
+    """
     where = f"customer '{_shown(customer)}'"
     if not customer.strip() or len(customer) > MAX_CUSTOMER_LENGTH:
-        read.problem(name, f"{name} has a customer id that is empty or longer than {MAX_CUSTOMER_LENGTH} characters.")
+        read.problem("POWERBI_PROFILES", f"{name} has a customer id that is empty or longer than {MAX_CUSTOMER_LENGTH} characters.")
         return None
     if isinstance(value, str) and value.strip().startswith("{"):
         try:
             value = json.loads(value)
         except ValueError:
-            read.problem(name, f"{name}: the entry of {where} is neither a profile id nor a JSON object.")
+            read.problem("POWERBI_PROFILES", f"{name}: the entry of {where} is neither a profile id nor a JSON object.")
             return None
     workspaces: frozenset[str] | None = None
     if isinstance(value, dict):
         if set(value) - {"profileId", "workspaces"} or "profileId" not in value:
-            read.problem(name, f"{name}: the entry of {where} must be {{\"profileId\": \"<GUID>\", \"workspaces\": "
+            read.problem("POWERBI_PROFILES", f"{name}: the entry of {where} must be {{\"profileId\": \"<GUID>\", \"workspaces\": "
                          "[\"<GUID>\", ...]}} (workspaces optional).")
             return None
         listed = value.get("workspaces")
         if listed is not None:
             if not (isinstance(listed, list) and listed and all(_nonzero_guid(w) for w in listed)):
-                read.problem(name, f"{name}: the workspaces of {where} must be a non-empty list of workspace GUIDs.")
+                read.problem("POWERBI_PROFILES", f"{name}: the workspaces of {where} must be a non-empty list of workspace GUIDs.")
                 return None
             workspaces = frozenset(str(w).lower() for w in listed)
         value = value["profileId"]
     if not isinstance(value, str) or not _nonzero_guid(value.strip()):
-        read.problem(name, f"{name}: the profile id of {where} is not a GUID (the id that 'python -m token_broker "
+        read.problem("POWERBI_PROFILES", f"{name}: the profile id of {where} is not a GUID (the id that 'python -m token_broker "
                      "profiles create' or Power BI's Profiles API returned).")
         return None
     return Profile(customer, value.strip().lower(), workspaces)
