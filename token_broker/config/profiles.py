@@ -89,30 +89,34 @@ def _profile(read: SettingReader, name: str, customer: str, value: Any) -> Profi
     POWERBI_PROFILES, the setting the store form stands for.
     """
     where = f"customer '{_shown(customer)}'"
+
+    def problem(message: str) -> None:
+        problem(message)
+
     if not customer.strip() or len(customer) > MAX_CUSTOMER_LENGTH:
-        read.problem("POWERBI_PROFILES", f"{name} has a customer id that is empty or longer than {MAX_CUSTOMER_LENGTH} characters.")
+        problem(f"{name} has a customer id that is empty or longer than {MAX_CUSTOMER_LENGTH} characters.")
         return None
     if isinstance(value, str) and value.strip().startswith("{"):
         try:
             value = json.loads(value)
         except ValueError:
-            read.problem("POWERBI_PROFILES", f"{name}: the entry of {where} is neither a profile id nor a JSON object.")
+            problem(f"{name}: the entry of {where} is neither a profile id nor a JSON object.")
             return None
     workspaces: frozenset[str] | None = None
     if isinstance(value, dict):
         if set(value) - {"profileId", "workspaces"} or "profileId" not in value:
-            read.problem("POWERBI_PROFILES", f"{name}: the entry of {where} must be {{\"profileId\": \"<GUID>\", \"workspaces\": "
+            problem(f"{name}: the entry of {where} must be {{\"profileId\": \"<GUID>\", \"workspaces\": "
                          "[\"<GUID>\", ...]}} (workspaces optional).")
             return None
         listed = value.get("workspaces")
         if listed is not None:
             if not (isinstance(listed, list) and listed and all(_nonzero_guid(w) for w in listed)):
-                read.problem("POWERBI_PROFILES", f"{name}: the workspaces of {where} must be a non-empty list of workspace GUIDs.")
+                problem(f"{name}: the workspaces of {where} must be a non-empty list of workspace GUIDs.")
                 return None
             workspaces = frozenset(str(w).lower() for w in listed)
         value = value["profileId"]
     if not isinstance(value, str) or not _nonzero_guid(value.strip()):
-        read.problem("POWERBI_PROFILES", f"{name}: the profile id of {where} is not a GUID (the id that 'python -m token_broker "
+        problem(f"{name}: the profile id of {where} is not a GUID (the id that 'python -m token_broker "
                      "profiles create' or Power BI's Profiles API returned).")
         return None
     return Profile(customer, value.strip().lower(), workspaces)
