@@ -91,7 +91,7 @@ def _profile(read: SettingReader, name: str, customer: str, value: Any) -> Profi
     where = f"customer '{_shown(customer)}'"
 
     def problem(message: str) -> None:
-        problem(message)
+        read.problem("POWERBI_PROFILES", message)
 
     if not customer.strip() or len(customer) > MAX_CUSTOMER_LENGTH:
         problem(f"{name} has a customer id that is empty or longer than {MAX_CUSTOMER_LENGTH} characters.")
@@ -106,7 +106,7 @@ def _profile(read: SettingReader, name: str, customer: str, value: Any) -> Profi
     if isinstance(value, dict):
         if set(value) - {"profileId", "workspaces"} or "profileId" not in value:
             problem(f"{name}: the entry of {where} must be {{\"profileId\": \"<GUID>\", \"workspaces\": "
-                         "[\"<GUID>\", ...]}} (workspaces optional).")
+                    "[\"<GUID>\", ...]}} (workspaces optional).")
             return None
         listed = value.get("workspaces")
         if listed is not None:
@@ -117,7 +117,7 @@ def _profile(read: SettingReader, name: str, customer: str, value: Any) -> Profi
         value = value["profileId"]
     if not isinstance(value, str) or not _nonzero_guid(value.strip()):
         problem(f"{name}: the profile id of {where} is not a GUID (the id that 'python -m token_broker "
-                     "profiles create' or Power BI's Profiles API returned).")
+                "profiles create' or Power BI's Profiles API returned).")
         return None
     return Profile(customer, value.strip().lower(), workspaces)
 
