@@ -88,6 +88,11 @@ class Doctor:
         self._powerbi(broker.settings, token)
         return self.results
 
+    def load(self) -> Broker | None:
+        """The broker the app would build from these settings (App Configuration included), or None with the
+        reasons in :attr:`results` (for the other tools: ``python -m token_broker profiles``)."""
+        return self._settings()
+
     def _skip(self, stages: tuple[str, ...], reason: str) -> list[Check]:
         for stage in stages:
             self.add(Check(stage, SKIP, f"not checked: {reason}"))

@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import quote, urlencode
 
 import requests
 
@@ -129,9 +130,19 @@ class PowerBIClient:
         self._request("POST", f"/groups/{workspace_id}/AssignToCapacity", access, json={"capacityId": capacity_id},
                       what=f"the capacity assignment of workspace {workspace_id}", operation="assign_to_capacity")
 
-    def list_profiles(self, access: PowerBIAccess) -> list[ProfileInfo]:
-        """Profiles - Get Profiles: the service principal's own profiles (service principals only)."""
-        data = self._request("GET", "/profiles", access, what="the profile list", operation="get_profiles")
+    def list_profiles(self, access: PowerBIAccess, *, display_name: str | None = None, top: int | None = None,
+                      skip: int | None = None) -> list[ProfileInfo]:
+        """Profiles - Get Profiles: the service principal's own profiles (service principals only), optionally
+        only those named ``display_name`` (``$filter=displayName eq '...'``), a page at a time (``$top``, ``$skip``)."""
+        query: dict[str, str] = {}
+        if display_name is not None:
+            query["$filter"] = "displayName eq '{}'".format(display_name.replace("'", "''"))
+        if top is not None:
+            query["$top"] = str(top)
+        if skip is not None:
+            query["$skip"] = str(skip)
+        path = "/profiles" + ("?" + urlencode(query, quote_via=quote) if query else "")
+        data = self._request("GET", path, access, what="the profile list", operation="get_profiles")
         return [ProfileInfo(str(p.get("id", "")).lower(), str(p.get("displayName", "")))
                 for p in data.get("value", []) if isinstance(p, dict)]
 
