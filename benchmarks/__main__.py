@@ -18,7 +18,17 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
-from . import cold_start, concurrency, embed_tokens, http_load, memory, powerbi_proxy, stampede, token_endpoint
+from . import (
+    cold_start,
+    concurrency,
+    embed_tokens,
+    http_load,
+    memory,
+    multitenant,
+    powerbi_proxy,
+    stampede,
+    token_endpoint,
+)
 from .machine import describe_machine
 from .report import Figure, render_notes, render_table, report_json
 from .stack import EMULATOR_LATENCY_SECONDS, FULL, QUICK, RunContext
@@ -33,6 +43,7 @@ SUITES: dict[str, Callable[[RunContext], list[Figure]]] = {
     "concurrency": concurrency.run,
     "http_load": http_load.run,
     "memory": memory.run,
+    "multitenant": multitenant.run,
 }
 
 
