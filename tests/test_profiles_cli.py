@@ -107,3 +107,27 @@ def test_the_command_is_dispatched_and_has_help(capsys: pytest.CaptureFixture[st
     assert main(["profiles", "frobnicate"]) == 2
     assert main(["--help"]) == 0
     assert "profiles" in capsys.readouterr().out
+
+
+def test_the_doctor_checks_that_every_mapped_profile_exists(
+    capsys: pytest.CaptureFixture[str], settings: dict[str, str], powerbi: PowerBIEmulator, entra: EntraEmulator
+) -> None:
+    from token_broker.doctor.cli import main as doctor
+
+    owner = sp_oid(entra)
+    present = powerbi.add_profile(owner, "Present")
+    workspace = powerbi.add_workspace(name="Present's", members={present})
+    missing = str(uuid.uuid4())
+    mapping = {"present": {"profileId": present, "workspaces": [workspace]}, "gone": missing}
+    environ = {**settings, "CALLER_AUTH": "jwt", "CALLER_JWT_ISSUER": entra.issuer(TENANT),
+               "CALLER_JWT_AUDIENCE": "api://broker", "POWERBI_PROFILE_CLAIM": "customer",
+               "POWERBI_PROFILES": json.dumps(mapping)}
+    code = doctor(["--json"], environ=environ)
+    checks = {c["check"]: c for c in json.loads(capsys.readouterr().out)}
+    assert code == 1
+    assert checks["profile:gone"]["status"] == "fail" and "profiles create" in checks["profile:gone"]["fix"]
+    assert checks["profile:present"]["status"] == "pass" and "1 workspace(s) visible" in checks["profile:present"][
+        "detail"]
+    assert checks["profiles"]["status"] == "pass"
+    sent = [{k.lower(): v for k, v in r.headers.items()} for r in powerbi.requests if f"/groups/{workspace}" in r.path]
+    assert sent and all(h.get("x-powerbi-profile-id") == present for h in sent)

@@ -226,7 +226,10 @@ class Doctor:
         from ..callers.caller import Caller
 
         try:  # the app's own grant dispatch; the doctor is an unverified caller holding --user-token, if any
-            token = broker.tokens.token_for(Caller(mode="doctor", bearer_token=self.user_token))
+            if broker.settings.profiles.enabled:  # the service principal's own token; each profile is a header
+                token = broker.tokens.service_principal_token()
+            else:
+                token = broker.tokens.token_for(Caller(mode="doctor", bearer_token=self.user_token))
         except BrokerError as err:
             self.add(failed("token", err))
             return None
