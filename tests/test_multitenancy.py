@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -23,7 +24,7 @@ from devtools.functions_host import HostResponse
 from devtools.keyvault import KeyVaultEmulator
 from devtools.managed_identity import ManagedIdentity
 from devtools.powerbi import POWERBI_RESOURCE, PowerBIEmulator
-from tests.conftest import ALICE, API, CLIENT_ID, TENANT, Env, World, assert_problem, embed_settings
+from tests.conftest import ALICE, API, CLIENT_ID, ROOT, TENANT, Env, World, assert_problem, embed_settings
 
 Call = Callable[..., HostResponse]
 PROFILE_HEADER = "x-powerbi-profile-id"
@@ -334,3 +335,43 @@ def test_profiles_from_app_configuration_key_values(
     finally:
         for key in ("Profiles:customer-a", "Profiles:customer-b", "POWERBI_PROFILE_CLAIM"):
             store.delete(f"TokenBroker:{key}")
+
+
+def test_a_customer_onboarded_in_app_configuration_is_served_after_the_sentinel_changes(
+    env: Env, _store_session: AppConfigurationEmulator, app_identity: ManagedIdentity, vault: KeyVaultEmulator,
+    entra: EntraEmulator, powerbi: PowerBIEmulator, world: World, tenants: Tenants, call: Call
+) -> None:
+    store = _store_session
+    store.grant_data_reader(app_identity.principal_id)
+    store.set("TokenBroker:Sentinel", "1")
+    store.set("TokenBroker:Profiles:customer-a", tenants.profile_a)
+    try:
+        settings = profile_settings(entra, powerbi, world, tenants, own_workspaces=False)
+        del settings["POWERBI_PROFILES"]
+        env.set(**settings, AZURE_APPCONFIG_ENDPOINT=store.endpoint, AZURE_CLIENT_ID=app_identity.client_id,
+                AZURE_APPCONFIG_REFRESH_SECONDS="1")
+        b = caller(entra, "customer-b")
+        assert_problem(request_route(call, "embed-token", b, tenants.ws_b, tenants.report_b), 403,
+                       "caller_customer_unknown")
+        store.set("TokenBroker:Profiles:customer-b", tenants.profile_b)
+        store.set("TokenBroker:Sentinel", "2")
+        time.sleep(1.2)
+        call("GET", "/api/health")  # this request performs the due sentinel check
+        response = request_route(call, "embed-token", b, tenants.ws_b, tenants.report_b)
+        assert response.status == 200, response.text
+        assert set(profiles_seen(powerbi)) == {tenants.profile_b}
+    finally:
+        for key in ("Profiles:customer-a", "Profiles:customer-b"):
+            store.delete(f"TokenBroker:{key}")
+
+
+def test_power_bi_requests_are_built_only_from_a_powerbi_access() -> None:
+    """The structural half of "no call goes out without the profile": one place builds Power BI's headers, and
+    the services that act for callers get their PowerBIAccess only from access_for (the caller's profile)."""
+    package = ROOT / "token_broker"
+    builds_headers = sorted(str(p.relative_to(package)) for p in package.rglob("*.py")
+                            if 'f"Bearer {' in p.read_text() and p.parts[-2] in ("powerbi",))
+    assert builds_headers == ["powerbi/access.py"]
+    for service in ("powerbi/embed.py", "powerbi/proxy.py"):
+        text = (package / service).read_text()
+        assert "PowerBIAccess(" not in text and "token_for(" not in text and "access_for(" in text
