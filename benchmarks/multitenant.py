@@ -31,6 +31,7 @@ from .report import Figure, Target
 from .stack import BenchStack, RunContext
 
 ROOT = Path(__file__).resolve().parents[1]
+BASELINE = "the same requests as one identity (profiles off; the service principal a member of every workspace)"
 CUSTOMERS = 1_000
 USERS_PER_CUSTOMER = 2
 KIB_PER_MB = 1024.0
@@ -64,16 +65,25 @@ def _world(stack: BenchStack) -> tuple[dict[str, str], dict[str, tuple[str, str]
     return settings, content
 
 
-def run(ctx: RunContext) -> list[Figure]:
-    """Run the workload in a fresh process against the stack's emulators; the calls they received, and RSS."""
-    stack = ctx.stack()
-    rounds = 1 if ctx.profile.name == "quick" else 2
-    settings, content = _world(stack)
+class _Measured:
+    """One child run: its measurements and the calls the emulators received."""
+
+    def __init__(self, result: dict[str, Any], api: list[Any], generate_token_calls: int, entra_requests: int) -> None:
+        self.result, self.api = result, api
+        self.generate_token_calls, self.entra_requests = generate_token_calls, entra_requests
+        self.requests = int(result["requests"])
+        self.growth_mb = (result["rss_after_kib"] - result["rss_before_kib"]) / KIB_PER_MB
+
+    @property
+    def with_profile(self) -> int:
+        return sum(1 for r in self.api if any(k.lower() == "x-powerbi-profile-id" for k in r.headers))
+
+
+def _measure(stack: BenchStack, settings: dict[str, str], job: dict[str, Any]) -> _Measured:
     powerbi = stack.powerbi()
     stack.entra.latency = powerbi.latency = 0.0
     powerbi.reset_counters()
     stack.entra.reset_counters()
-    job = {"rounds": rounds, "content": content}
     try:
         completed = subprocess.run([sys.executable, "-m", "benchmarks.multitenant", json.dumps(job)], cwd=ROOT,
                                    env=stack.child_environ(settings), capture_output=True, text=True, timeout=900,
@@ -85,35 +95,60 @@ def run(ctx: RunContext) -> list[Figure]:
         powerbi.latency = stack.latency
     if completed.returncode != 0:
         raise RuntimeError(f"multitenant child failed (exit {completed.returncode}): {completed.stderr[-3000:]}")
-    result: dict[str, Any] = json.loads(completed.stdout.strip().splitlines()[-1])
-    with_profile = sum(1 for r in api if any(k.lower() == "x-powerbi-profile-id" for k in r.headers))
-    if with_profile != len(api) or result["requests"] != CUSTOMERS * USERS_PER_CUSTOMER * rounds:
-        raise RuntimeError(f"multitenant: {len(api) - with_profile} Power BI calls without a profile header, "
-                           f"{result['requests']} requests")
-    growth_mb = (result["rss_after_kib"] - result["rss_before_kib"]) / KIB_PER_MB
-    requests = result["requests"]
-    ctx.progress(f"multitenant: {requests} embed requests, {len(api)} Power BI calls, "
-                 f"{entra_requests} Entra token requests, RSS +{growth_mb:.1f} MB")
+    return _Measured(json.loads(completed.stdout.strip().splitlines()[-1]), api, generate_token_calls,
+                     entra_requests)
+
+
+def run(ctx: RunContext) -> list[Figure]:
+    """Profile mode, then the same workload as one identity (the baseline), each in a fresh process."""
+    stack = ctx.stack()
+    rounds = 1 if ctx.profile.name == "quick" else 2
+    settings, content = _world(stack)
+    job = {"rounds": rounds, "content": content}
+    profiles = _measure(stack, settings, job)
+    expected = CUSTOMERS * USERS_PER_CUSTOMER * rounds
+    if profiles.with_profile != len(profiles.api) or profiles.requests != expected:
+        raise RuntimeError(f"multitenant: {len(profiles.api) - profiles.with_profile} Power BI calls without a "
+                           f"profile header, {profiles.requests} requests")
+    # The baseline: the service principal itself a member of every customer's workspace, no profiles.
+    powerbi = stack.powerbi()
+    owner = stack.entra.service_principal_id(TENANT_ID, CLIENT_ID)
+    for workspace, _ in content.values():
+        powerbi.grant(workspace, owner)
+    single = {k: v for k, v in settings.items() if k not in ("POWERBI_PROFILE_CLAIM", "POWERBI_PROFILES")}
+    one_identity = _measure(stack, single, job)
+    if one_identity.with_profile or one_identity.requests != expected:
+        raise RuntimeError("multitenant baseline: a profile header without profiles, or requests missing")
+    for run_ in (profiles, one_identity):
+        ctx.progress(f"multitenant: {run_.requests} embed requests, {len(run_.api)} Power BI calls "
+                     f"({run_.with_profile} with a profile), {run_.entra_requests} Entra token requests, "
+                     f"RSS +{run_.growth_mb:.1f} MB")
+    result = profiles.result
     ctx.note("Multitenancy", [
-        f"{CUSTOMERS:,} customers x {USERS_PER_CUSTOMER} users x {rounds} round(s) = {requests:,} POST "
-        "/api/embed-token in profile mode (easyauth callers, one profile and workspace per customer)",
-        f"RSS of the child: {result['rss_before_kib'] / KIB_PER_MB:.1f} MB after the first customer, "
+        f"{CUSTOMERS:,} customers x {USERS_PER_CUSTOMER} users x {rounds} round(s) = {expected:,} POST "
+        "/api/embed-token in profile mode (easyauth callers, one profile and workspace per customer); baseline: "
+        "the same requests with profiles off, the service principal a member of every workspace",
+        f"RSS of the profile-mode child: {result['rss_before_kib'] / KIB_PER_MB:.1f} MB after the first customer, "
         f"{result['rss_after_kib'] / KIB_PER_MB:.1f} MB after all; {result['embed_cached']:,} embed tokens cached",
         "POWERBI_PROFILES here is one JSON app setting of ~50 KB; for more customers use App Configuration "
         "key-values TokenBroker:Profiles:<customer> (one key each; docs/MULTITENANCY.md)",
     ])
-    workload = f"{requests:,} embed requests of {CUSTOMERS:,} customers x {USERS_PER_CUSTOMER} users"
+    workload = f"{expected:,} embed requests of {CUSTOMERS:,} customers x {USERS_PER_CUSTOMER} users"
     per_customer = 2 + USERS_PER_CUSTOMER  # Get Report + Get Dataset per profile, GenerateToken per user identity
+    baseline = BASELINE
     return [
         Figure("multitenant.powerbi_calls_per_customer", f"Power BI calls per customer for {workload} (metadata "
-               "once per profile, one embed token per user's identity)", "calls", (len(api) / CUSTOMERS,),
-               target=Target("==", per_customer, every_run=True)),
+               "once per profile, one embed token per user's identity)", "calls", (len(profiles.api) / CUSTOMERS,),
+               (len(one_identity.api) / CUSTOMERS,), baseline, target=Target("==", per_customer, every_run=True)),
         Figure("multitenant.generate_token_calls", f"GenerateToken calls for {workload}", "calls",
-               (float(generate_token_calls),), target=Target("==", CUSTOMERS * USERS_PER_CUSTOMER, every_run=True)),
+               (float(profiles.generate_token_calls),), (float(one_identity.generate_token_calls),), baseline,
+               target=Target("==", CUSTOMERS * USERS_PER_CUSTOMER, every_run=True)),
         Figure("multitenant.entra_token_requests", "Entra ID token requests (one service principal token for every "
-               "profile)", "calls", (float(entra_requests),), target=Target("==", 1, every_run=True)),
+               "profile)", "calls", (float(profiles.entra_requests),), (float(one_identity.entra_requests),),
+               baseline, target=Target("==", 1, every_run=True)),
         Figure("multitenant.mb_per_1000_customers", "RSS growth per 1,000 customers (embed tokens + metadata held)",
-               "MB", (growth_mb / (CUSTOMERS / 1000),)),
+               "MB", (profiles.growth_mb / (CUSTOMERS / 1000),), (one_identity.growth_mb / (CUSTOMERS / 1000),),
+               baseline),
     ]
 
 
