@@ -129,3 +129,13 @@ def test_resolution_is_from_the_verified_claim_only() -> None:
     with pytest.raises(CustomerNotMappedError) as caught:
         resolve_profile(Caller("jwt", subject="s", claims={"customer": "A"}), profiles)  # exact match only
     assert caught.value.code == "caller_customer_unknown"
+
+
+def test_customers_without_any_workspace_list_are_a_warning() -> None:
+    settings = load_settings({**BASE, "POWERBI_PROFILE_CLAIM": "customer", "POWERBI_PROFILES": json.dumps(
+        {"a": P1, "b": {"profileId": P2, "workspaces": [W1]}})})
+    warnings = [w for w in settings.warnings if w.setting == "POWERBI_PROFILES"]
+    assert len(warnings) == 1 and "1 customer(s)" in warnings[0].message
+    settings = load_settings({**BASE, "EMBED_ALLOWED_WORKSPACES": W1, "POWERBI_PROFILE_CLAIM": "customer",
+                              "POWERBI_PROFILES": json.dumps({"a": P1})})
+    assert not [w for w in settings.warnings if w.setting == "POWERBI_PROFILES"]

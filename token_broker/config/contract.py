@@ -187,6 +187,11 @@ def load_settings(environ: Mapping[str, str], *, store: Mapping[str, str] | None
     callers = read_caller_settings(read, bootstrap=bootstrap, client_id=client_id, grant_type=grant_type)
     embed = read_embed_settings(read)
     profiles = read_profile_settings(read, grant_type=grant_type, caller_auth=callers.mode)
+    unlisted = sum(1 for p in profiles.customers.values() if p.workspaces is None)
+    if profiles.enabled and unlisted and not embed.allowed_workspaces:
+        read.problem("POWERBI_PROFILES", f"{unlisted} customer(s) list no workspaces and EMBED_ALLOWED_WORKSPACES is "
+                     "not set, so their callers get no embed token (embed_not_configured): give each customer its "
+                     "\"workspaces\" or set EMBED_ALLOWED_WORKSPACES.", severity="warning")
     # A customer's own workspace list is an allow-list too (profile mode): the proxy needs one or the other.
     proxy = read_proxy_settings(read, allowed_workspaces=embed.allowed_workspaces or profiles.listed_workspaces,
                                 caller_auth=callers.mode)
