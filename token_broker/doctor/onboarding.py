@@ -117,7 +117,7 @@ def _run(args: argparse.Namespace, client: PowerBIClient, access: PowerBIAccess)
     from ..support.errors import PowerBINotFoundError
 
     if args.command == "list":
-        return [{"id": p.id, "displayName": p.display_name} for p in _all_profiles(client, access)]
+        return [{"id": p.id, "displayName": p.display_name} for p in client.all_profiles(access, page=PAGE)]
     if args.command == "create":
         found = _named(client, access, args.name)
         if found is not None:
@@ -135,15 +135,6 @@ def _run(args: argparse.Namespace, client: PowerBIClient, access: PowerBIAccess)
                 pass  # already gone (or never this principal's): nothing left to delete
         return {"deleted": deleted, "alreadyGone": not deleted}
     return _create_workspace(args, client, access)
-
-
-def _all_profiles(client: PowerBIClient, access: PowerBIAccess) -> list[Any]:
-    found: list[Any] = []
-    while True:
-        page = client.list_profiles(access, top=PAGE, skip=len(found))
-        found.extend(page)
-        if len(page) < PAGE:
-            return found
 
 
 def _named(client: PowerBIClient, access: PowerBIAccess, name: str) -> Any:

@@ -29,7 +29,7 @@ def check_profiles(add: Callable[[Check], None], settings: Settings, token: Acce
 
     client = PowerBIClient(settings.api_url, timeout=settings.http_timeout_seconds)
     try:
-        owned = {p.id: p.display_name for p in client.list_profiles(PowerBIAccess(token.value))}
+        owned = {p.id: p.display_name for p in client.all_profiles(PowerBIAccess(token.value))}
     except BrokerError as err:
         add(failed("profiles", err, hint=" Profiles need the tenant setting 'Allow service principals to create and "
                    "use profiles' (Developer settings in the admin portal) for this service principal."))

@@ -146,6 +146,15 @@ class PowerBIClient:
         return [ProfileInfo(str(p.get("id", "")).lower(), str(p.get("displayName", "")))
                 for p in data.get("value", []) if isinstance(p, dict)]
 
+    def all_profiles(self, access: PowerBIAccess, *, page: int = 1000) -> list[ProfileInfo]:
+        """Every profile of the service principal, read ``page`` at a time (``$top``/``$skip``)."""
+        found: list[ProfileInfo] = []
+        while True:
+            batch = self.list_profiles(access, top=page, skip=len(found))
+            found.extend(batch)
+            if len(batch) < page:
+                return found
+
     def create_profile(self, access: PowerBIAccess, display_name: str) -> ProfileInfo:
         """Profiles - Create Profile: a new profile owned by the calling service principal."""
         data = self._request("POST", "/profiles", access, json={"displayName": display_name},
