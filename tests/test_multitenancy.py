@@ -375,3 +375,22 @@ def test_power_bi_requests_are_built_only_from_a_powerbi_access() -> None:
     for service in ("powerbi/embed.py", "powerbi/proxy.py"):
         text = (package / service).read_text()
         assert "PowerBIAccess(" not in text and "token_for(" not in text and "access_for(" in text
+
+
+def test_profile_mode_answers_are_the_documented_ones(
+    env: Env, entra: EntraEmulator, powerbi: PowerBIEmulator, world: World, tenants: Tenants, call: Call
+) -> None:
+    from tests.test_openapi import assert_conforms, load_spec
+
+    spec = load_spec()
+    env.set(**profile_settings(entra, powerbi, world, tenants))
+    assert_conforms(spec, "/api/health", "get", call("GET", "/api/health"))
+    assert_conforms(spec, "/api/token", "get", call("GET", "/api/token", headers=caller(entra, "customer-a")))
+    for customer in (None, "customer-z", "customer-a"):
+        response = call("POST", "/api/embed-token", headers=caller(entra, customer),
+                        json={"reports": [{"id": tenants.report_b}], "workspaceId": tenants.ws_b})
+        assert response.status == 403
+        assert_conforms(spec, "/api/embed-token", "post", response)
+    ok = call("POST", "/api/embed-token", headers=caller(entra, "customer-a"),
+              json={"reports": [{"id": tenants.report_a}], "workspaceId": tenants.ws_a})
+    assert_conforms(spec, "/api/embed-token", "post", ok)

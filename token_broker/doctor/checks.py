@@ -126,7 +126,9 @@ class Doctor:
         self.add(Check("settings", OK, (
             f"{configured} settings set, all valid: grant {settings.grant_type}, credential {broker.credential.kind}, "
             f"caller auth {settings.caller_auth or 'not set'}, cloud {settings.cloud.name}, embed tokens "
-            + (f"for {len(embed.allowed_workspaces)} workspace(s)" if embed.enabled else "off"))))
+            + (f"for {len(embed.allowed_workspaces)} workspace(s)" if embed.enabled else "off")
+            + (f", profile mode: {len(settings.profiles.customers)} customer(s) by claim {settings.profiles.claim}"
+               if settings.profiles.enabled else ""))))
         for problem in settings.warnings:
             self.add(_setting_check(problem))
         for proxy_check in proxy.settings_checks(settings):  # the Power BI proxy
