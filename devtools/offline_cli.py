@@ -52,6 +52,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--token-lifetime", type=int, default=3600,
                         help="lifetime of Azure AD tokens, seconds (embed tokens never outlive them)")
     parser.add_argument("--latency", type=float, default=0.0, help="emulator latency per request, seconds")
+    parser.add_argument("--profiles", action="store_true",
+                        help="multitenancy: the demo tenant is a customer whose Power BI profile owns the Demo "
+                             "workspace (needs --caller-auth jwt; docs/MULTITENANCY.md)")
     parser.add_argument("--metrics", type=float, metavar="SECONDS",
                         help="print a one-line summary of the broker's OpenTelemetry metrics every SECONDS "
                              "(docs/OPERATIONS.md)")
@@ -73,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     host_settings = load_local_settings(ROOT / "local.settings.json")
     stack = OfflineStack(port=args.port, grant_type=args.grant_type, caller_auth=args.caller_auth,
                          token_lifetime=args.token_lifetime, latency=args.latency,
-                         cors_origins=tuple(host_settings.cors_origins))
+                         cors_origins=tuple(host_settings.cors_origins), profiles=args.profiles)
     stop = threading.Event()
     if args.metrics:
         from devtools import metrics

@@ -394,3 +394,24 @@ def test_profile_mode_answers_are_the_documented_ones(
     ok = call("POST", "/api/embed-token", headers=caller(entra, "customer-a"),
               json={"reports": [{"id": tenants.report_a}], "workspaceId": tenants.ws_a})
     assert_conforms(spec, "/api/embed-token", "post", ok)
+
+
+def test_the_offline_stack_runs_in_profile_mode() -> None:
+    """``python -m devtools --caller-auth jwt --profiles``: the sample's calls work as the demo customer's profile."""
+    import requests
+
+    from devtools.offline_stack import PROFILE_ID, REPORT_ID, OfflineStack, OfflineStackError
+
+    with pytest.raises(OfflineStackError, match="--caller-auth jwt"):
+        OfflineStack(port=0, caller_auth="anonymous", profiles=True).start()
+    with OfflineStack(port=0, caller_auth="jwt", profiles=True) as stack:
+        headers = {"Authorization": f"Bearer {stack.user_token()}"}
+        assert "Profile mode" in stack.banner()
+        embed = requests.get(f"{stack.url}/api/reports/{REPORT_ID}/embed", headers=headers, timeout=10)
+        assert embed.status_code == 200, embed.text
+        assert stack.powerbi.embed_token_info(embed.json()["token"])["caller_oid"] == PROFILE_ID
+        refused = requests.get(f"{stack.url}/api/token", headers=headers, timeout=10)
+        assert refused.status_code == 403 and refused.json()["code"] == "token_refused_profile_mode"
+        seen = [{k.lower(): v for k, v in r.headers.items()}.get(PROFILE_HEADER) for r in stack.powerbi.requests
+                if r.path.startswith("/v1.0/")]
+        assert seen and set(seen) == {PROFILE_ID}
