@@ -24,6 +24,7 @@ from . import (
     embed_tokens,
     http_load,
     memory,
+    multitenant,
     powerbi_proxy,
     shared_cache,
     stampede,
@@ -44,6 +45,7 @@ SUITES: dict[str, Callable[[RunContext], list[Figure]]] = {
     "concurrency": concurrency.run,
     "http_load": http_load.run,
     "memory": memory.run,
+    "multitenant": multitenant.run,
 }
 
 

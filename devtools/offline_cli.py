@@ -56,6 +56,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--redis", action="store_true",
                         help="share caches through a local redis-server (Debian's package) on loopback, with an "
                              "encryption key in a Key Vault emulator, as CACHE_REDIS_HOST does in Azure")
+    parser.add_argument("--profiles", action="store_true",
+                        help="multitenancy: the demo tenant is a customer whose Power BI profile owns the Demo "
+                             "workspace (needs --caller-auth jwt; docs/MULTITENANCY.md)")
     parser.add_argument("--metrics", type=float, metavar="SECONDS",
                         help="print a one-line summary of the broker's OpenTelemetry metrics every SECONDS "
                              "(docs/OPERATIONS.md)")
@@ -77,7 +80,8 @@ def main(argv: list[str] | None = None) -> int:
     host_settings = load_local_settings(ROOT / "local.settings.json")
     stack = OfflineStack(port=args.port, grant_type=args.grant_type, caller_auth=args.caller_auth,
                          token_lifetime=args.token_lifetime, latency=args.latency,
-                         cors_origins=tuple(host_settings.cors_origins), redis=args.redis)
+                         cors_origins=tuple(host_settings.cors_origins), redis=args.redis,
+                         profiles=args.profiles)
     stop = threading.Event()
     if args.metrics:
         from devtools import metrics

@@ -55,6 +55,8 @@ VIEWER_ROLE = "Report.Viewer"
 WORKSPACE_ID = "0ff1ce00-0000-4000-8000-00000000da7a"
 DATASET_ID = "0ff1ce00-0000-4000-8000-000000da7a5e"
 REPORT_ID = "0ff1ce00-0000-4000-8000-0000000e4b3d"
+#: With ``profiles=True``: the demo tenant's customer profile, owned by the broker's service principal.
+PROFILE_ID = "0ff1ce00-0000-4000-8000-0000000c0570"
 SPA_PATH = "/samples/spa/"
 
 PASSWORD_NEEDS_PORT_443 = (
@@ -95,6 +97,7 @@ class OfflineStack:
         entra_port: int | None = None,
         spa_options: Mapping[str, str] | None = None,
         redis: bool = False,
+        profiles: bool = False,
     ) -> None:
         self.ca = DevCertificateAuthority()
         self.entra = EntraEmulator(ca=self.ca, port=entra_port)  # None: 443 when it can be bound
@@ -111,6 +114,7 @@ class OfflineStack:
         self._static_dir = static_dir if static_dir is not None else ROOT / "samples"
         self._spa_options = dict(spa_options or {})
         self.shared: SharedCacheStack | None = SharedCacheStack(self.ca, self.entra) if redis else None
+        self._profiles = profiles
         self.server: DevServer | None = None
         self._saved_environ: dict[str, str | None] = {}
 
@@ -142,6 +146,8 @@ class OfflineStack:
             values |= {"POWERBI_USERNAME": MASTER_USER, "POWERBI_PASSWORD": self._user_password}
         if self.shared is not None:
             values |= self.shared.settings()
+        if self._profiles:  # multitenancy (docs/MULTITENANCY.md): the demo tenant is one customer with a profile
+            values |= {"POWERBI_PROFILE_CLAIM": "tid", "POWERBI_PROFILES": json.dumps({TENANT_ID: PROFILE_ID})}
         return values | self._extra
 
     def user_token(self, username: str = DEMO_USER, *, lifetime: int = 3600) -> str:
@@ -204,6 +210,10 @@ class OfflineStack:
         self.entra.start()
         if self._grant_type == "password" and not self.entra.on_port_443:
             raise OfflineStackError(PASSWORD_NEEDS_PORT_443)
+        verified = self._caller_auth in ("jwt", "easyauth")
+        if self._profiles and (self._grant_type != "client_credentials" or not verified):
+            raise OfflineStackError("--profiles needs --grant-type client_credentials and --caller-auth jwt (profiles "
+                                    "belong to a service principal and map verified callers; docs/MULTITENANCY.md)")
         self.entra.access_token_lifetime = self._token_lifetime
         self.entra.latency = self._latency
         self.entra.add_tenant(TENANT_ID, domain="contoso.com")
@@ -218,6 +228,8 @@ class OfflineStack:
         self.powerbi.embed_origin = f"https://{EMBED_HOST}" + ("" if self.powerbi.on_port_443 else
                                                                f":{self.powerbi.port}")
         members = {self.entra.service_principal_id(TENANT_ID, CLIENT_ID)}
+        if self._profiles:  # the workspace belongs to the customer's profile, not to the service principal itself
+            members = {self.powerbi.add_profile(members.pop(), "Contoso", PROFILE_ID)}
         self.powerbi.add_workspace(WORKSPACE_ID, name="Demo", members=members, capacity="shared")
         self.powerbi.add_dataset(WORKSPACE_ID, DATASET_ID, name="Sales")
         self.powerbi.add_report(WORKSPACE_ID, REPORT_ID, name="Sales overview", dataset_id=DATASET_ID)
@@ -290,6 +302,9 @@ class OfflineStack:
             f"  {self.chromium_command()}",
             "App settings:",
         ]
+        if self._profiles:
+            lines[2:2] = [f"Profile mode: callers of tenant {TENANT_ID} (claim tid) act as profile {PROFILE_ID} "
+                          "('Contoso'), which owns the Demo workspace; /api/token is refused (docs/MULTITENANCY.md)"]
         for name, value in sorted(self.settings().items()):
             shown = "<generated>" if name in ("POWERBI_CLIENT_SECRET", "POWERBI_PASSWORD") else value
             lines.append(f"  {name}={shown}")

@@ -36,6 +36,7 @@ from devtools.emulator_server import EmulatorServer, Request, Response, route
 from devtools.entra import EntraEmulator, InvalidAccessToken
 from devtools.powerbi_embed_page import REPORT_EMBED_PAGE
 from devtools.powerbi_model import Caller, Dataset, PowerBIError, PowerBIModel, Report, Workspace
+from devtools.powerbi_profiles import PowerBIProfiles
 from devtools.powerbi_proxy_routes import PowerBIProxyRoutes
 from devtools.tls import DevCertificateAuthority
 
@@ -54,10 +55,12 @@ _REPORT = re.compile(rf"(?i)/v1\.0/myorg/groups/{_GUID}/reports/{_GUID}")
 _DATASET = re.compile(rf"(?i)/v1\.0/myorg/groups/{_GUID}/datasets/{_GUID}")
 
 
-class PowerBIEmulator(EmulatorServer, PowerBIModel, PowerBIProxyRoutes):  # EmulatorServer first: it takes the arguments
+# EmulatorServer first: it takes the arguments
+class PowerBIEmulator(EmulatorServer, PowerBIModel, PowerBIProxyRoutes, PowerBIProfiles):
     """Power BI REST API emulator over an in-memory tenant. Every public method is thread-safe.
 
-    Model: :meth:`add_workspace`, :meth:`add_dataset`, :meth:`add_report`, :meth:`grant`, :meth:`revoke`.
+    Model: :meth:`add_workspace`, :meth:`add_dataset`, :meth:`add_report`, :meth:`grant`, :meth:`revoke`,
+    :meth:`add_profile` (service principal profiles: :mod:`devtools.powerbi_profiles`).
     Knobs: the base class's latency and faults; :meth:`throttle_next`; ``service_principals_enabled``;
     ``shared_capacity_embed_token_limit``. Observation: :meth:`generate_token_calls`, :meth:`report_lookups`,
     :meth:`dataset_lookups`, :attr:`generate_token_requests`, :meth:`embed_token_info`.
@@ -162,7 +165,7 @@ class PowerBIEmulator(EmulatorServer, PowerBIModel, PowerBIProxyRoutes):  # Emul
                         str(claims.get("upn") or claims.get("preferred_username") or ""))
         if caller.is_app and not self.service_principals_enabled:
             raise PowerBIError.not_authorized()
-        return caller
+        return self._as_profile(caller, request)  # X-PowerBI-Profile-Id: the call is made as that profile
 
     # -------------------------------------------------------------------- routes
     @route("GET", r"(?i)/v1\.0/myorg/groups")

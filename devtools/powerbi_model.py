@@ -74,6 +74,9 @@ class Caller:
     is_app: bool  # idtyp == "app": a service principal rather than a (master) user
     token_exp: int  # the Azure AD token's exp: no embed token may outlive it
     username: str = ""  # the user's UPN (empty for a service principal): whose rows executeQueries returns
+    #: Set when the call acts as a service principal profile (X-PowerBI-Profile-Id): the owning principal's oid;
+    #: ``oid`` is then the profile's id.
+    profile_owner: str | None = None
 
 
 @dataclass(frozen=True)

@@ -91,6 +91,10 @@ OPTIONAL_SETTINGS: dict[str, str] = {
     "EMBED_RLS_CUSTOM_DATA_CLAIM": "depends on the datasets; set after deployment",
     "EMBED_TOKEN_LIFETIME_MINUTES": "tuning; the contract default fits",
     "EMBED_CACHE_MAX_ENTRIES": "tuning; the contract default fits",
+    "POWERBI_PROFILE_CLAIM": "multitenancy is opt-in: set with POWERBI_PROFILES after onboarding customers "
+                             "(docs/MULTITENANCY.md)",
+    "POWERBI_PROFILES": "per customer, after onboarding; many customers belong in App Configuration key-values "
+                        "TokenBroker:Profiles:<customer>",
     "POWERBI_PROXY_ENABLED": "the Power BI proxy is off by default (secure by default); turned on after deployment",
     "POWERBI_PROXY_OPERATIONS": "the contract default (read-only operations) fits; narrowed or widened per app",
     "POWERBI_PROXY_ALLOW_ANONYMOUS": "off: never deployed open to anonymous callers",

@@ -1,7 +1,8 @@
 """``python -m token_broker <command>``: the broker's command-line tools.
 
 Commands: ``doctor`` (check a deployment's settings, credential, token and Power BI access; see
-:mod:`token_broker.doctor.cli`). Each command is imported only when it runs, so start-up stays fast.
+:mod:`token_broker.doctor.cli`) and ``profiles`` (onboard customers as Power BI profiles; see
+:mod:`token_broker.doctor.onboarding`). Each command is imported only when it runs, so start-up stays fast.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ usage: python -m token_broker <command> [options]
 
 commands:
   doctor    check the settings, credential, Azure AD token and Power BI access, and say what to fix
+  profiles  create, list and delete customers' Power BI service principal profiles and their workspaces
 
 'python -m token_broker <command> --help' describes a command's options."""
 
@@ -29,6 +31,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .doctor.cli import main as doctor
 
         return doctor(rest)
+    if command == "profiles":
+        from .doctor.onboarding import main as profiles
+
+        return profiles(rest)
     print(f"unknown command '{command}'\n\n{USAGE}", file=sys.stderr)
     return 2
 

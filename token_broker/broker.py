@@ -13,17 +13,18 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .aad.credentials import ClientCredential, build_client_credential, build_password_source
-from .aad.tokens import TokenService
+from .aad.tokens import AccessToken, TokenService
 from .callers.caller import Caller, CallerAuthenticator
 from .callers.modes import build_authenticator
 from .callers.policy import authorize
+from .callers.profiles import resolve_profile
 from .callers.rate_limit import RateLimiter
 from .config.contract import Settings
 from .powerbi.client import PowerBIClient
 from .powerbi.embed import EmbedService
 from .powerbi.proxy import PowerBIProxy
 from .support import redaction
-from .support.errors import ConfigurationError, SettingProblem
+from .support.errors import CallerForbiddenError, ConfigurationError, SettingProblem
 
 if TYPE_CHECKING:
     from .shared.tier import SharedTier
@@ -86,7 +87,9 @@ class Broker:
         """The verified, authorized, rate-limited caller of a request with ``headers`` (401/403/429/503 otherwise).
 
         ``rate_limited=False`` (the health route's question "may this caller see details?") uses none of the
-        caller's requests: a monitor that probes /api/health must not starve the app it watches.
+        caller's requests: a monitor that probes /api/health must not starve the app it watches. In profile mode
+        the caller comes back with its customer's profile, or the request is refused here (403), before any
+        upstream call.
         """
         mismatch = self._auth_level_problem()
         if mismatch is not None:
@@ -95,7 +98,21 @@ class Broker:
         if rate_limited and self.rate_limiter is not None:
             self.rate_limiter.check(caller.key)
         authorize(caller, self.settings.callers)
-        return caller
+        return resolve_profile(caller, self.settings.profiles)
+
+    def access_token(self, caller: Caller) -> AccessToken:
+        """The raw Power BI access token for ``/api/token``; refused (403) in profile mode.
+
+        A service principal's token lets its holder send any ``X-PowerBI-Profile-Id``, so in a browser it would
+        open every customer's content to every customer: embed tokens and the proxy are the way then.
+        """
+        if self.settings.profiles.enabled:
+            raise CallerForbiddenError(
+                "This broker serves several customers through Power BI profiles, so it hands out no raw Power BI "
+                "access token (its holder could act as any customer). Use /api/embed-token, "
+                "/api/reports/{id}/embed or the /api/powerbi proxy.", code="token_refused_profile_mode",
+                setting="POWERBI_PROFILE_CLAIM")
+        return self.tokens.token_for(caller)
 
     def health(self) -> dict[str, Any]:
         """Non-secret facts about the configuration for /api/health (callers that may see details)."""
@@ -108,6 +125,8 @@ class Broker:
             "credential": self.credential.kind,
             "authority": self.settings.authority,
             "scope": self.settings.scope,
+            **({"profiles": {"claim": self.settings.profiles.claim, "customers": len(self.settings.profiles.customers),
+                             "source": self.settings.profiles.source}} if self.settings.profiles.enabled else {}),
             "warnings": [w.as_dict() for w in self.settings.warnings],
             **({"sharedCache": self.shared.health()} if self.shared is not None else {}),
         }

@@ -27,6 +27,7 @@ from ..support.errors import (
     CallerAuthenticationError,
     CallerTokenMissingError,
     ConfigurationError,
+    CustomerNotMappedError,
     SettingProblem,
     StaleCredentialError,
     StalePasswordError,
@@ -128,6 +129,7 @@ class TokenService:
         """
         grant_type = self._settings.grant_type
         if grant_type == "client_credentials":
+            self._profile_of(caller)  # profile mode: no token for a caller without a profile
             return self.service_principal_token(min_remaining=min_remaining)
         if grant_type == "password":
             return self.master_user_token(min_remaining=min_remaining)
@@ -143,11 +145,14 @@ class TokenService:
         obtained with that token (embed tokens, Power BI metadata).
 
         The service principal and the master user are one principal for every caller; on-behalf-of, each
-        caller is their own (see :attr:`Caller.principal`).
+        caller is their own (see :attr:`Caller.principal`). In profile mode every Power BI call for ``caller``
+        is made as its customer's profile, so the profile is part of the key: no cache entry (embed token,
+        metadata, proxy result, query budget) is ever shared between two customers.
         """
         grant_type = self._settings.grant_type
         if grant_type == "client_credentials":
-            return ("client_credentials",)
+            profile = self._profile_of(caller)
+            return ("client_credentials",) if profile is None else ("client_credentials", f"profile:{profile}")
         if grant_type == "password":
             return ("password", self._settings.username or "")
         return ("on_behalf_of", self._assertion(caller)[1])
@@ -170,6 +175,15 @@ class TokenService:
                 app.remove_account(account)  # type: ignore[union-attr]
         else:
             self._user_tokens.discard(("obo", self._assertion(caller)[1]))
+
+    def _profile_of(self, caller: Caller) -> str | None:
+        """The caller's profile id; in profile mode a caller without one fails closed (403), whoever forgot it."""
+        if caller.profile is not None:
+            return caller.profile.profile_id
+        if self._settings.profiles:
+            raise CustomerNotMappedError("No Power BI profile was resolved for this caller, so nothing is done for it.",
+                                         code="caller_customer_missing")
+        return None
 
     @staticmethod
     def _assertion(caller: Caller) -> tuple[str, str]:

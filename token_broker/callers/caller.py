@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from ..config.profiles import Profile
+
 #: Caller modes whose identity is verified (by signature, or by the platform).
 VERIFIED_MODES = frozenset({"jwt", "easyauth"})
 
@@ -38,6 +40,9 @@ class Caller:
     bearer_expires_on: float | None = None
     #: All verified claims (e.g. for ``EMBED_RLS_CUSTOM_DATA_CLAIM``); empty for modes without claims.
     claims: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False, hash=False)
+    #: Profile mode: the caller's customer's Power BI profile, set only by the broker from ``POWERBI_PROFILE_CLAIM``
+    #: and ``POWERBI_PROFILES`` (:func:`~token_broker.callers.profiles.resolve_profile`), never from a request.
+    profile: Profile | None = None
 
     @property
     def verified(self) -> bool:

@@ -21,6 +21,7 @@ from .callers import CALLER_SETTINGS, CallerSettings, read_caller_settings
 from .clouds import CLOUD_NAMES, CLOUDS, PUBLIC, Cloud
 from .credentials import CREDENTIAL_SETTINGS, CredentialSettings, read_credential_settings
 from .embed import EMBED_SETTINGS, EmbedSettings, read_embed_settings
+from .profiles import PROFILE_SETTINGS, ProfileSettings, read_profile_settings
 from .proxy import PROXY_SETTINGS, ProxySettings, read_proxy_settings
 from .reader import SettingReader, SettingSpec, is_guid
 from .shared_cache import SHARED_CACHE_SETTINGS, SharedCacheSettings, read_shared_cache_settings
@@ -51,6 +52,7 @@ POWERBI_SETTINGS: tuple[SettingSpec, ...] = (
 SETTINGS: tuple[SettingSpec, ...] = (
     BOOTSTRAP_SETTINGS + POWERBI_SETTINGS + CREDENTIAL_SETTINGS + CALLER_SETTINGS + EMBED_SETTINGS + PROXY_SETTINGS
     + SHARED_CACHE_SETTINGS
+    + PROFILE_SETTINGS
 )
 SETTING_NAMES = frozenset(spec.name for spec in SETTINGS)
 SECRET_SETTINGS = frozenset(spec.name for spec in SETTINGS if spec.secret)
@@ -70,6 +72,8 @@ class TokenSettings:
     http_timeout_seconds: float
     token_refresh_margin_seconds: int
     user_token_cache_max_entries: int
+    #: Profile mode (POWERBI_PROFILE_CLAIM): every token is for a caller mapped to a profile, or none is given.
+    profiles: bool = False
 
 
 @dataclass(frozen=True)
@@ -91,6 +95,7 @@ class Settings:
     proxy: ProxySettings = field(default_factory=ProxySettings)  # the Power BI REST proxy (POWERBI_PROXY_*)
     #: The shared cache tier on Redis (CACHE_*); off unless CACHE_REDIS_HOST is set.
     shared_cache: SharedCacheSettings = field(default_factory=SharedCacheSettings)
+    profiles: ProfileSettings = field(default_factory=ProfileSettings)  # multitenancy (POWERBI_PROFILE*)
     bootstrap: Bootstrap = field(default_factory=Bootstrap)
     cloud: Cloud = PUBLIC
     username: str | None = None
@@ -106,7 +111,7 @@ class Settings:
         """The part of the settings the token service uses."""
         return TokenSettings(self.client_id, self.authority, self.scope, self.grant_type, self.username,
                              self.http_timeout_seconds, self.token_refresh_margin_seconds,
-                             self.user_token_cache_max_entries)
+                             self.user_token_cache_max_entries, self.profiles.enabled)
 
     @property
     def caller_auth(self) -> str | None:
@@ -186,7 +191,15 @@ def load_settings(environ: Mapping[str, str], *, store: Mapping[str, str] | None
 
     callers = read_caller_settings(read, bootstrap=bootstrap, client_id=client_id, grant_type=grant_type)
     embed = read_embed_settings(read)
-    proxy = read_proxy_settings(read, allowed_workspaces=embed.allowed_workspaces, caller_auth=callers.mode)
+    profiles = read_profile_settings(read, grant_type=grant_type, caller_auth=callers.mode)
+    unlisted = sum(1 for p in profiles.customers.values() if p.workspaces is None)
+    if profiles.enabled and unlisted and not embed.allowed_workspaces:
+        read.problem("POWERBI_PROFILES", f"{unlisted} customer(s) list no workspaces and EMBED_ALLOWED_WORKSPACES is "
+                     "not set, so their callers get no embed token (embed_not_configured): give each customer its "
+                     "\"workspaces\" or set EMBED_ALLOWED_WORKSPACES.", severity="warning")
+    # A customer's own workspace list is an allow-list too (profile mode): the proxy needs one or the other.
+    proxy = read_proxy_settings(read, allowed_workspaces=embed.allowed_workspaces or profiles.listed_workspaces,
+                                caller_auth=callers.mode)
     shared_cache = read_shared_cache_settings(read)
 
     errors = [p for p in read.problems if p.severity == "error"]
@@ -207,6 +220,7 @@ def load_settings(environ: Mapping[str, str], *, store: Mapping[str, str] | None
         embed=embed,
         proxy=proxy,
         shared_cache=shared_cache,
+        profiles=profiles,
         bootstrap=bootstrap,
         cloud=cloud,
         username=username,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from .profiles import Profile
 from .reader import SettingReader, SettingSpec, is_guid
 
 EMBED_SETTINGS: tuple[SettingSpec, ...] = (
@@ -51,6 +52,18 @@ class EmbedSettings:
     def enabled(self) -> bool:
         """Embed tokens are served only when at least one workspace is allowed."""
         return bool(self.allowed_workspaces)
+
+    def workspaces_for(self, profile: Profile | None) -> frozenset[str] | None:
+        """The workspaces a caller of ``profile`` may name; None when no allow-list is set (nothing is served).
+
+        Every list that is set applies: ``EMBED_ALLOWED_WORKSPACES`` and, in profile mode, the customer's own
+        ``workspaces`` (so with both set, a workspace must be in both). Power BI's profile isolation is the
+        second wall behind them: a profile sees only the workspaces it belongs to.
+        """
+        own = profile.workspaces if profile is not None else None
+        if own is None:
+            return self.allowed_workspaces or None
+        return own & self.allowed_workspaces if self.allowed_workspaces else own
 
     def dataset_roles(self, caller_roles: frozenset[str]) -> tuple[str, ...]:
         """The dataset roles for a caller with these app roles (fixed roles first, no duplicates)."""

@@ -11,6 +11,7 @@ store is configured.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -51,7 +52,10 @@ class AppConfigurationSource:
         """The store's settings (names without the prefix); loads the store on first use."""
         if self._provider is None:
             self._load()
-        return {str(k): str(v) for k, v in self._provider.items() if k != "Sentinel" and v is not None}
+        # A value with a JSON content type comes back parsed (TokenBroker:Profiles:<customer> as an object, say):
+        # it is handed on as JSON text, as the same setting in an app setting would be.
+        return {str(k): json.dumps(v) if isinstance(v, dict | list) else str(v)
+                for k, v in self._provider.items() if k != "Sentinel" and v is not None}
 
     def refresh_due(self) -> bool:
         """Cheap check for the request path: is it time to look at the sentinel key?"""

@@ -93,6 +93,11 @@ class Doctor:
         self._powerbi(broker.settings, token)
         return self.results
 
+    def load(self) -> Broker | None:
+        """The broker the app would build from these settings (App Configuration included), or None with the
+        reasons in :attr:`results` (for the other tools: ``python -m token_broker profiles``)."""
+        return self._settings()
+
     def _skip(self, stages: tuple[str, ...], reason: str) -> list[Check]:
         for stage in stages:
             self.add(Check(stage, SKIP, f"not checked: {reason}"))
@@ -126,7 +131,9 @@ class Doctor:
         self.add(Check("settings", OK, (
             f"{configured} settings set, all valid: grant {settings.grant_type}, credential {broker.credential.kind}, "
             f"caller auth {settings.caller_auth or 'not set'}, cloud {settings.cloud.name}, embed tokens "
-            + (f"for {len(embed.allowed_workspaces)} workspace(s)" if embed.enabled else "off"))))
+            + (f"for {len(embed.allowed_workspaces)} workspace(s)" if embed.enabled else "off")
+            + (f", profile mode: {len(settings.profiles.customers)} customer(s) by claim {settings.profiles.claim}"
+               if settings.profiles.enabled else ""))))
         for problem in settings.warnings:
             self.add(_setting_check(problem))
         for proxy_check in proxy.settings_checks(settings):  # the Power BI proxy
@@ -226,7 +233,10 @@ class Doctor:
         from ..callers.caller import Caller
 
         try:  # the app's own grant dispatch; the doctor is an unverified caller holding --user-token, if any
-            token = broker.tokens.token_for(Caller(mode="doctor", bearer_token=self.user_token))
+            if broker.settings.profiles.enabled:  # the service principal's own token; each profile is a header
+                token = broker.tokens.service_principal_token()
+            else:
+                token = broker.tokens.token_for(Caller(mode="doctor", bearer_token=self.user_token))
         except BrokerError as err:
             self.add(failed("token", err))
             return None

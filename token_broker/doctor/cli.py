@@ -36,7 +36,9 @@ checks, in order (a stage runs only when the one before it passed):
                 with its non-secret claims (aud, appid/azp, tid, oid, roles, expiry)
   powerbi       each EMBED_ALLOWED_WORKSPACES workspace is visible, each EMBED_ALLOWED_REPORTS report resolves,
                 and a dataset with row-level security can get the identity embed tokens need (a dataset that
-                requires roles while EMBED_RLS_ROLES gives none fails: the broker would refuse every request)
+                requires roles while EMBED_RLS_ROLES gives none fails: the broker would refuse every request);
+                in profile mode (POWERBI_PROFILE_CLAIM): each mapped profile is one of the service principal's,
+                and each customer's listed workspaces are visible to its profile
 
 statuses: ✓ pass, ! warning, ✗ failure (with the fix), – skipped.
 exit code: 0 when nothing failed (warnings allowed), 1 when a check failed, 2 for a usage error.

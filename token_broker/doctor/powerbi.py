@@ -17,6 +17,7 @@ from .check import FAIL, OK, SKIP, WARN, Check, failed, unverified_claims
 if TYPE_CHECKING:
     from ..aad.tokens import AccessToken
     from ..config.contract import Settings
+    from ..powerbi.access import PowerBIAccess
     from ..powerbi.client import PowerBIClient, ReportInfo
 
 
@@ -30,13 +31,20 @@ class PowerBIChecks:
     def run(self, settings: Settings, token: AccessToken) -> None:
         """Check every allowed workspace, report and dataset with ``token``."""
         embed = settings.embed
+        if settings.profiles.enabled:  # multitenancy: the content belongs to the customers' profiles
+            from .profiles import check_profiles
+
+            check_profiles(self._add, settings, token)
+            return
         if not embed.enabled:
             self._add(Check("powerbi", SKIP, "EMBED_ALLOWED_WORKSPACES is not set, so embed tokens are off and no "
                            "Power BI content is checked."))
             return
+        from ..powerbi.access import PowerBIAccess
         from ..powerbi.client import PowerBIClient
 
         client = PowerBIClient(settings.api_url, timeout=settings.http_timeout_seconds)
+        access = PowerBIAccess(token.value)  # the service principal (or master user) itself
         claims = unverified_claims(token.value)
         who = (f" The principal is object id {claims.get('oid')} (app id {claims.get('appid') or claims.get('azp')})."
                if claims.get("oid") else "")
@@ -44,7 +52,7 @@ class PowerBIChecks:
         for workspace_id in self._in_configured_order("EMBED_ALLOWED_WORKSPACES", embed.allowed_workspaces):
             check = f"workspace:{workspace_id}"
             try:
-                workspace = client.get_workspace(token.value, workspace_id)
+                workspace = client.get_workspace(access, workspace_id)
             except BrokerError as err:
                 self._add(failed(check, err, hint=who if isinstance(err, PowerBINotAuthorizedError) else ""))
                 continue
@@ -63,17 +71,17 @@ class PowerBIChecks:
         hidden = sorted(embed.allowed_workspaces - set(visible))
         checked_datasets: set[tuple[str, str]] = set()
         for report_id in self._in_configured_order("EMBED_ALLOWED_REPORTS", embed.allowed_reports):
-            report = self._report(client, token.value, report_id, visible, hidden)
+            report = self._report(client, access, report_id, visible, hidden)
             if report is not None and (report.dataset_workspace_id, report.dataset_id) not in checked_datasets:
                 checked_datasets.add((report.dataset_workspace_id, report.dataset_id))
-                self._dataset(client, token.value, report, settings)
+                self._dataset(client, access, report, settings)
 
     def _in_configured_order(self, setting: str, ids: frozenset[str]) -> list[str]:
         """The ids as the setting lists them, so the checklist reads like the configuration."""
         listed = (item.strip().lower() for item in (self._effective.get(setting) or "").split(","))
         return [item for item in dict.fromkeys(listed) if item in ids]
 
-    def _report(self, client: PowerBIClient, access: str, report_id: str, visible: Mapping[str, str],
+    def _report(self, client: PowerBIClient, access: PowerBIAccess, report_id: str, visible: Mapping[str, str],
                 hidden: list[str]) -> ReportInfo | None:
         check = f"report:{report_id}"
         not_found: BrokerError | None = None
@@ -98,7 +106,7 @@ class PowerBIChecks:
                             "EMBED_ALLOWED_WORKSPACES."))
         return None
 
-    def _dataset(self, client: PowerBIClient, access: str, report: ReportInfo, settings: Settings) -> None:
+    def _dataset(self, client: PowerBIClient, access: PowerBIAccess, report: ReportInfo, settings: Settings) -> None:
         check = f"dataset:{report.dataset_id}"
         try:
             dataset = client.get_dataset(access, report.dataset_workspace_id, report.dataset_id)

@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import quote, urlencode
 
 import requests
 
@@ -32,6 +33,7 @@ from ..support.errors import (
     PowerBIUnavailableError,
     PowerBIUnreachableError,
 )
+from .access import PowerBIAccess
 
 log = logging.getLogger(__name__)
 
@@ -84,8 +86,16 @@ def parse_expiration(text: str) -> float:
     return float(calendar.timegm(time.strptime(stamp, "%Y-%m-%dT%H:%M:%S")))
 
 
+@dataclass(frozen=True)
+class ProfileInfo:
+    """A service principal profile (Profiles - Get Profiles / Create Profile)."""
+
+    id: str
+    display_name: str
+
+
 class PowerBIClient:
-    """Calls the Power BI REST API with a caller-supplied Azure AD token."""
+    """Calls the Power BI REST API as a :class:`PowerBIAccess` (a token, and the profile to act as)."""
 
     def __init__(self, api_url: str, *, timeout: float, max_retries: int = 2, max_retry_wait: float = 10.0,
                  sleep: Callable[[float], None] = time.sleep) -> None:
@@ -98,16 +108,67 @@ class PowerBIClient:
         adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=32)
         self._session.mount("https://", adapter)
 
-    def get_workspace(self, access_token: str, workspace_id: str) -> WorkspaceInfo:
+    def get_workspace(self, access: PowerBIAccess, workspace_id: str) -> WorkspaceInfo:
         """Get Group: the workspace, if the principal is a member of it (Power BI answers 401 otherwise)."""
-        data = self._request("GET", f"/groups/{workspace_id}", access_token, what=f"workspace {workspace_id}",
+        data = self._request("GET", f"/groups/{workspace_id}", access, what=f"workspace {workspace_id}",
                              operation="get_group")
-        return WorkspaceInfo(id=str(data.get("id", workspace_id)).lower(), name=str(data.get("name", "")),
-                             on_dedicated_capacity=bool(data.get("isOnDedicatedCapacity")))
+        return _workspace(data, workspace_id)
 
-    def get_report(self, access_token: str, workspace_id: str, report_id: str) -> ReportInfo:
+    def list_workspaces(self, access: PowerBIAccess) -> list[WorkspaceInfo]:
+        """Get Groups: the workspaces the principal (or profile) is a member of."""
+        data = self._request("GET", "/groups", access, what="the workspace list", operation="get_groups")
+        return [_workspace(item, "") for item in data.get("value", []) if isinstance(item, dict)]
+
+    def create_workspace(self, access: PowerBIAccess, name: str) -> WorkspaceInfo:
+        """Groups - Create Group (``POST /groups?workspaceV2=True``): a workspace the principal (profile) owns."""
+        data = self._request("POST", "/groups?workspaceV2=True", access, json={"name": name},
+                             what=f"workspace '{name}'", operation="create_group")
+        return _workspace(data, "")
+
+    def assign_to_capacity(self, access: PowerBIAccess, workspace_id: str, capacity_id: str) -> None:
+        """Groups - Assign To Capacity: put the workspace on a dedicated (Embedded/Fabric) capacity."""
+        self._request("POST", f"/groups/{workspace_id}/AssignToCapacity", access, json={"capacityId": capacity_id},
+                      what=f"the capacity assignment of workspace {workspace_id}", operation="assign_to_capacity")
+
+    def list_profiles(self, access: PowerBIAccess, *, display_name: str | None = None, top: int | None = None,
+                      skip: int | None = None) -> list[ProfileInfo]:
+        """Profiles - Get Profiles: the service principal's own profiles (service principals only), optionally
+        only those named ``display_name`` (``$filter=displayName eq '...'``), a page at a time (``$top``, ``$skip``)."""
+        query: dict[str, str] = {}
+        if display_name is not None:
+            query["$filter"] = "displayName eq '{}'".format(display_name.replace("'", "''"))
+        if top is not None:
+            query["$top"] = str(top)
+        if skip is not None:
+            query["$skip"] = str(skip)
+        path = "/profiles" + ("?" + urlencode(query, quote_via=quote) if query else "")
+        data = self._request("GET", path, access, what="the profile list", operation="get_profiles")
+        return [ProfileInfo(str(p.get("id", "")).lower(), str(p.get("displayName", "")))
+                for p in data.get("value", []) if isinstance(p, dict)]
+
+    def all_profiles(self, access: PowerBIAccess, *, page: int = 1000) -> list[ProfileInfo]:
+        """Every profile of the service principal, read ``page`` at a time (``$top``/``$skip``)."""
+        found: list[ProfileInfo] = []
+        while True:
+            batch = self.list_profiles(access, top=page, skip=len(found))
+            found.extend(batch)
+            if len(batch) < page:
+                return found
+
+    def create_profile(self, access: PowerBIAccess, display_name: str) -> ProfileInfo:
+        """Profiles - Create Profile: a new profile owned by the calling service principal."""
+        data = self._request("POST", "/profiles", access, json={"displayName": display_name},
+                             what=f"profile '{display_name}'", operation="create_profile")
+        return ProfileInfo(str(data.get("id", "")).lower(), str(data.get("displayName", display_name)))
+
+    def delete_profile(self, access: PowerBIAccess, profile_id: str) -> None:
+        """Profiles - Delete Profile."""
+        self._request("DELETE", f"/profiles/{profile_id}", access, what=f"profile {profile_id}",
+                      operation="delete_profile")
+
+    def get_report(self, access: PowerBIAccess, workspace_id: str, report_id: str) -> ReportInfo:
         """Get Report In Group: the report's name, embed URL and dataset."""
-        data = self._request("GET", f"/groups/{workspace_id}/reports/{report_id}", access_token,
+        data = self._request("GET", f"/groups/{workspace_id}/reports/{report_id}", access,
                              what=f"report {report_id} in workspace {workspace_id}", operation="get_report")
         return ReportInfo(
             id=str(data.get("id", report_id)).lower(), name=str(data.get("name", "")),
@@ -116,17 +177,17 @@ class PowerBIClient:
             dataset_workspace_id=str(data.get("datasetWorkspaceId") or workspace_id).lower(),
         )
 
-    def get_dataset(self, access_token: str, workspace_id: str, dataset_id: str) -> DatasetInfo:
+    def get_dataset(self, access: PowerBIAccess, workspace_id: str, dataset_id: str) -> DatasetInfo:
         """Get Dataset In Group: does it require an effective identity (and roles)?"""
-        data = self._request("GET", f"/groups/{workspace_id}/datasets/{dataset_id}", access_token,
+        data = self._request("GET", f"/groups/{workspace_id}/datasets/{dataset_id}", access,
                              what=f"dataset {dataset_id} in workspace {workspace_id}", operation="get_dataset")
         return DatasetInfo(id=dataset_id, workspace_id=workspace_id,
                            requires_identity=bool(data.get("isEffectiveIdentityRequired")),
                            requires_roles=bool(data.get("isEffectiveIdentityRolesRequired")))
 
-    def generate_token(self, access_token: str, body: Mapping[str, Any]) -> EmbedToken:
+    def generate_token(self, access: PowerBIAccess, body: Mapping[str, Any]) -> EmbedToken:
         """GenerateToken V2 (``POST /GenerateToken``) for reports, datasets and identities."""
-        data = self._request("POST", "/GenerateToken", access_token, json=body, what="the embed token request",
+        data = self._request("POST", "/GenerateToken", access, json=body, what="the embed token request",
                              operation="generate_token")
         try:
             expires_on = parse_expiration(str(data["expiration"]))
@@ -134,9 +195,9 @@ class PowerBIClient:
         except (KeyError, ValueError) as err:
             raise PowerBIBadResponseError("Power BI's GenerateToken answer has no token or expiration.") from err
 
-    def _request(self, method: str, path: str, access_token: str, *, what: str, operation: str,
+    def _request(self, method: str, path: str, access: PowerBIAccess, *, what: str, operation: str,
                  json: Mapping[str, Any] | None = None) -> dict[str, Any]:
-        headers = {"Authorization": f"Bearer {access_token}", "Accept": "application/json"}
+        headers = access.headers()  # the only way headers are made: the profile travels with the token
         for attempt in range(self._max_retries + 1):
             with telemetry.upstream_call("powerbi", operation) as upstream:  # one span per HTTP attempt
                 answer = self._attempt(method, path, headers, what=what, json=json, attempt=attempt,
@@ -161,6 +222,8 @@ class PowerBIClient:
                                           "outbound network.", setting="POWERBI_API_URL") from err
         upstream.status(response.status_code)
         upstream.support_id("powerBiRequestId", _request_id(response).get("powerBiRequestId"))
+        if response.ok and not response.content:
+            return {}  # Delete Profile, Assign To Capacity: 200 with no body
         if response.ok:
             try:
                 payload = response.json()
@@ -174,6 +237,11 @@ class PowerBIClient:
             upstream.failed(f"http_{response.status_code}")
             return wait
         raise power_bi_error(response, what=what)
+
+
+def _workspace(data: Mapping[str, Any], workspace_id: str) -> WorkspaceInfo:
+    return WorkspaceInfo(id=str(data.get("id", workspace_id)).lower(), name=str(data.get("name", "")),
+                         on_dedicated_capacity=bool(data.get("isOnDedicatedCapacity")))
 
 
 def _retry_after(response: requests.Response, attempt: int) -> float:

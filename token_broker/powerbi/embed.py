@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..aad.tokens import AccessToken, TokenService
+from ..aad.tokens import TokenService
 from ..callers.caller import Caller
 from ..config.embed import EmbedSettings
 from ..support import telemetry
@@ -32,6 +32,7 @@ from ..support.errors import (
 )
 from ..support.shared import SharedCache
 from . import cache_codec
+from .access import PowerBIAccess, access_for
 from .client import DatasetInfo, EmbedToken, PowerBIClient, ReportInfo
 from .embed_request import EmbedRequest, ReportRef
 
@@ -142,14 +143,15 @@ class EmbedService:
 
     def _authorize(self, caller: Caller, request: EmbedRequest) -> None:
         embed = self._embed
-        if not embed.enabled:
+        allowed = embed.workspaces_for(caller.profile)  # EMBED_ALLOWED_WORKSPACES and the customer's own list
+        if allowed is None:
             raise ConfigurationError([SettingProblem(
                 "EMBED_ALLOWED_WORKSPACES", "EMBED_ALLOWED_WORKSPACES is not set, so no embed token is issued. "
                 "List the workspace IDs whose reports may be embedded.")], code="embed_not_configured")
         workspaces = {r.workspace_id for r in request.reports}
         if request.datasets and request.dataset_workspace_id:
             workspaces.add(request.dataset_workspace_id)
-        refused = sorted(workspaces - embed.allowed_workspaces)
+        refused = sorted(workspaces - allowed)
         if refused:
             raise CallerForbiddenError(f"Embedding from workspace {refused[0]} is not allowed here.",
                                        code="embed_workspace_not_allowed")
@@ -174,24 +176,24 @@ class EmbedService:
         custom = caller.claims.get(self._embed.custom_data_claim) if self._embed.custom_data_claim else None
         return Identity(caller.username, roles, custom if isinstance(custom, str) else None)
 
-    def _azure_ad_token(self, caller: Caller, lifetime_minutes: int) -> AccessToken:
+    def _access(self, caller: Caller, lifetime_minutes: int) -> PowerBIAccess:
         # The Azure AD token must outlive the embed token, or Power BI cuts the embed token short.
-        return self._tokens.token_for(caller, min_remaining=lifetime_minutes * 60)
+        return access_for(self._tokens, caller, min_remaining=lifetime_minutes * 60)
 
     def _generate(self, caller: Caller, minted_for: tuple[str, ...], request: EmbedRequest,
                   identity: Identity | None, lifetime: int) -> EmbedResult:
         try:
-            return self._generate_with(self._azure_ad_token(caller, lifetime).value, caller, minted_for, request,
+            return self._generate_with(self._access(caller, lifetime), caller, minted_for, request,
                                        identity, lifetime)
         except PowerBITokenExpired:
             # Power BI judged the Azure AD token expired (clock skew, revocation) although it was not by
             # its expiry: forget it and try once more with a fresh one.
             self._tokens.forget(caller)
             log.warning("Power BI rejected the Azure AD token as expired; retrying once with a fresh token")
-            return self._generate_with(self._azure_ad_token(caller, lifetime).value, caller, minted_for, request,
+            return self._generate_with(self._access(caller, lifetime), caller, minted_for, request,
                                        identity, lifetime)
 
-    def _generate_with(self, access: str, caller: Caller, minted_for: tuple[str, ...], request: EmbedRequest,
+    def _generate_with(self, access: PowerBIAccess, caller: Caller, minted_for: tuple[str, ...], request: EmbedRequest,
                        identity: Identity | None, lifetime: int) -> EmbedResult:
         reports = tuple(self._report(access, minted_for, ref) for ref in request.reports)
         self._authorize_datasets(request, reports)
@@ -232,14 +234,15 @@ class EmbedService:
                 f"Dataset {refused[0]} backs none of the requested reports and is not in EMBED_ALLOWED_DATASETS, so "
                 "it may not be included in an embed token here.", code="embed_dataset_not_allowed")
 
-    def _report(self, access: str, minted_for: tuple[str, ...], ref: ReportRef) -> ReportInfo:
+    def _report(self, access: PowerBIAccess, minted_for: tuple[str, ...], ref: ReportRef) -> ReportInfo:
         # Keyed by principal: on-behalf-of, what one user may read says nothing about another.
         info: ReportInfo = self._metadata.get((*minted_for, "report", ref.workspace_id, ref.id),
                                               lambda: self._client.get_report(access, ref.workspace_id, ref.id),
                                               cache_codec.encode_report, cache_codec.decode_report)
         return info
 
-    def _dataset(self, access: str, minted_for: tuple[str, ...], workspace_id: str, dataset_id: str) -> DatasetInfo:
+    def _dataset(self, access: PowerBIAccess, minted_for: tuple[str, ...], workspace_id: str,
+                 dataset_id: str) -> DatasetInfo:
         info: DatasetInfo = self._metadata.get((*minted_for, "dataset", workspace_id, dataset_id),
                                                lambda: self._client.get_dataset(access, workspace_id, dataset_id),
                                                cache_codec.encode_dataset, cache_codec.decode_dataset)

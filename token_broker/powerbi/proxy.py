@@ -43,6 +43,7 @@ from ..support.errors import (
 )
 from ..support.shared import SharedCache, SharedCounters
 from . import cache_codec
+from .access import PowerBIAccess, access_for
 from .client import DatasetInfo, PowerBIClient, ReportInfo, power_bi_error
 from .proxy_request import OPERATIONS, Match, match, query_parameters, segments
 from .query_budget import QueryBudget, QueryResult, QueryResults
@@ -131,9 +132,10 @@ class PowerBIProxy:
 
     def _authorize(self, caller: Caller, minted_for: tuple[str, ...], found: Match) -> None:
         workspace = found.workspace_id
-        if workspace not in self._embed.allowed_workspaces:
-            raise CallerForbiddenError(f"Workspace {workspace} is not in EMBED_ALLOWED_WORKSPACES, so the proxy does "
-                                       "not forward calls for it.", code="powerbi_proxy_workspace_not_allowed")
+        if workspace not in (self._embed.workspaces_for(caller.profile) or ()):  # per customer in profile mode
+            raise CallerForbiddenError(f"Workspace {workspace} is not in EMBED_ALLOWED_WORKSPACES (or your customer's "
+                                       "workspaces), so the proxy does not forward calls for it.",
+                                       code="powerbi_proxy_workspace_not_allowed")
         report = found.ids.get("reportId")
         if report is not None and self._embed.allowed_reports is not None and report not in self._embed.allowed_reports:
             raise CallerForbiddenError(f"Report {report} is not in EMBED_ALLOWED_REPORTS.",
@@ -174,7 +176,7 @@ class PowerBIProxy:
                      report_id: str) -> ReportInfo | None:
         def load() -> ReportInfo | None:
             try:
-                return self._client.get_report(self._tokens.token_for(caller).value, workspace, report_id)
+                return self._client.get_report(access_for(self._tokens, caller), workspace, report_id)
             except PowerBIError as err:
                 if err.code == "powerbi_not_found":
                     return None  # the allowed report lives in another workspace
@@ -185,7 +187,7 @@ class PowerBIProxy:
     def _dataset_info(self, caller: Caller, minted_for: tuple[str, ...], workspace: str, dataset: str) -> DatasetInfo:
         info: DatasetInfo = self._cached(
             (*minted_for, "dataset", workspace, dataset),
-            lambda: self._client.get_dataset(self._tokens.token_for(caller).value, workspace, dataset))
+            lambda: self._client.get_dataset(access_for(self._tokens, caller), workspace, dataset))
         return info
 
     # -- operations ------------------------------------------------------------------------------------
@@ -283,15 +285,15 @@ class PowerBIProxy:
     def _call_once(self, caller: Caller, method: str, path: str, *, what: str, operation: str,
                    params: dict[str, str] | None, json_body: dict[str, Any] | None,
                    expires_on: float | None) -> QueryResult:
-        access = self._tokens.token_for(caller).value
+        access = access_for(self._tokens, caller)  # the token, and the caller's profile in profile mode
         with telemetry.upstream_call("powerbi", operation) as upstream:
             return self._forward(method, path, access, upstream, what=what, params=params, json_body=json_body,
                                  expires_on=expires_on)
 
-    def _forward(self, method: str, path: str, access: str, upstream: telemetry.UpstreamCall, *, what: str,
+    def _forward(self, method: str, path: str, access: PowerBIAccess, upstream: telemetry.UpstreamCall, *, what: str,
                  params: dict[str, str] | None, json_body: dict[str, Any] | None,
                  expires_on: float | None) -> QueryResult:
-        headers = {"Authorization": f"Bearer {access}", "Accept": "application/json"}
+        headers = access.headers()
         limit = self._proxy.max_response_bytes
         started = time.monotonic()
         try:

@@ -154,6 +154,12 @@ class CallerForbiddenError(BrokerError):
     title = "Forbidden"
 
 
+class CustomerNotMappedError(CallerForbiddenError):
+    """Profile mode: the verified caller names no customer, or a customer without a profile (403, no upstream call)."""
+
+    code = "caller_customer_unknown"
+
+
 class RateLimitedError(BrokerError):
     """The caller has used up its requests for now (429 with ``Retry-After``)."""
 
