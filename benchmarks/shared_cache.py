@@ -28,6 +28,7 @@ from devtools.shared_stack import KEY_SECRET, SharedCacheStack
 from token_broker.config.identity import AppIdentity
 from token_broker.config.shared_cache import SharedCacheSettings
 from token_broker.powerbi import cache_codec
+from token_broker.powerbi.access import PowerBIAccess
 from token_broker.powerbi.client import PowerBIClient
 from token_broker.shared.cache import SharedCacheTier
 from token_broker.shared.connection import RedisConnection
@@ -71,7 +72,7 @@ def _phase(stack: BenchStack, world: EmbedWorld, environ: dict[str, str]) -> tup
 
 def _generate_token_p50(stack: BenchStack, world: EmbedWorld, count: int) -> tuple[float, bytes, bytes]:
     """Median GenerateToken round trip (ms) with the product's client, and one real value as the L2 stores it."""
-    access = msal_token(stack.new_msal_app(), stack.scopes)["access_token"]
+    access = PowerBIAccess(str(msal_token(stack.new_msal_app(), stack.scopes)["access_token"]))
     client = PowerBIClient(world.powerbi.api_url, timeout=10)
     report = client.get_report(access, world.workspace_id, world.report_ids[0])
     body = {"reports": [{"id": report.id}], "datasets": [{"id": world.dataset_id}],
