@@ -307,7 +307,8 @@ def test_the_hook_waits_for_the_vault_role_then_writes(vault_az: dict[str, str])
     result = run_hook({**vault_az, "AZ_FAIL_KEYVAULT_FIRST": "3"})
     assert result.returncode == 0, result.stderr
     assert len(stored_keys(vault_az)) == 1
-    assert "Waiting for the Key Vault role assignment to take effect (1/10)" in result.stdout
+    # Progress goes to stderr: the vault read's stdout is the value the hook reads.
+    assert "Waiting for the Key Vault role assignment to take effect (1/10)" in result.stderr
     assert "Waiting for permission to write secrets" not in result.stdout
     kinds = [call[:3] for call in az_calls(vault_az) if call[0] == "keyvault"]
     assert kinds == [["keyvault", "secret", "list"]] * 4 + [["keyvault", "secret", "set"]]
@@ -336,12 +337,15 @@ def test_the_powershell_hook_mirrors_the_cache_key_step() -> None:
     assert "if (Get-Setting 'AZURE_REDIS_NAME') { Save-CacheEncryptionKey }" in code
     assert "[System.Security.Cryptography.RandomNumberGenerator]::GetBytes(32)" in code
     assert "[Convert]::ToBase64String(" in code and "Get-Random" not in code
-    assert "/secrets/$cacheKeyName/versions?api-version=7.4" in code  # metadata only, 404 when absent
-    assert "if ($status -eq 404) { break }" in code
+    assert "/secrets/$Name/versions?api-version=7.4" in code  # metadata only, 404 when absent
+    assert "if ($status -eq 404) { return @() }" in code
+    assert "$exists = @(Get-SecretVersions $cacheKeyName).Count -gt 0" in code
     assert "'CACHE_ROTATE_ENCRYPTION_KEY'" in code and "if ($exists -and -not $rotate)" in code
     assert "Invoke-RestMethod -Method Put" in code and "az keyvault secret set" not in code
     assert "Write-Host $secretBody" not in code and "$secretBody = $null" in code
     start = code.index("function Save-CacheEncryptionKey {")
     function = code[start:code.index("\nif (Get-Setting 'AZURE_REDIS_NAME')")]
-    assert function.count("Start-Sleep -Seconds $vaultWaitSeconds") == 2
-    assert function.count("$attempt -le 10") == 2
+    read = code[code.index("function Get-SecretVersions("):code.index("function Save-ClientSecret {")]
+    for part in (read, function):  # the read and the write each retry while the vault role propagates
+        assert part.count("Start-Sleep -Seconds $vaultWaitSeconds") == 1
+        assert part.count("$attempt -le 10") == 1

@@ -86,31 +86,36 @@ function Get-AccessToken([string]$Resource) {
     return $token
 }
 
-function Save-ClientSecret {
+function Get-SecretVersions([string]$Name) {
+    # The versions of secret $Name (metadata only: the versions list never returns values); none when it does not
+    # exist (404). Retried while this deployment's role assignments propagate; throws after 10 tries.
     $vaultToken = Get-AccessToken 'https://vault.azure.net'
     $headers = @{ Authorization = "Bearer $vaultToken" }
-    $expires = $null
     for ($attempt = 1; $attempt -le 10; $attempt++) {
         try {
-            # Secret metadata only (the versions list never returns values). Retried while roles propagate.
             $versions = Invoke-RestMethod -Method Get -Headers $headers `
-                -Uri "$vaultUri/secrets/$secretName/versions?api-version=7.4"
-            $latest = $versions.value | Where-Object { $_.attributes.enabled } |
-                Sort-Object { $_.attributes.created } -Descending | Select-Object -First 1
-            if ($latest -and $latest.attributes.PSObject.Properties['exp']) {
-                $expires = [DateTimeOffset]::FromUnixTimeSeconds([long]$latest.attributes.exp).UtcDateTime
-            }
-            break
+                -Uri "$vaultUri/secrets/$Name/versions?api-version=7.4"
+            return @($versions.value | Where-Object { $_ })
         } catch {
             $status = $null
             if ($_.Exception.PSObject.Properties['Response'] -and $_.Exception.Response) {
                 $status = [int]$_.Exception.Response.StatusCode
             }
-            if ($status -eq 404) { break }
+            if ($status -eq 404) { return @() }
             if ($attempt -eq 10) { throw "Cannot read Key Vault ${vault}: does the signed-in user hold Key Vault Secrets Officer on it?" }
             Write-Host "Waiting for the Key Vault role assignment to take effect ($attempt/10)..."
-            Start-Sleep -Seconds 30
+            Start-Sleep -Seconds $vaultWaitSeconds
         }
+    }
+}
+
+function Save-ClientSecret {
+    $headers = @{ Authorization = "Bearer $(Get-AccessToken 'https://vault.azure.net')" }
+    $expires = $null
+    $latest = Get-SecretVersions $secretName | Where-Object { $_.attributes.enabled } |
+        Sort-Object { $_.attributes.created } -Descending | Select-Object -First 1
+    if ($latest -and $latest.attributes.PSObject.Properties['exp']) {
+        $expires = [DateTimeOffset]::FromUnixTimeSeconds([long]$latest.attributes.exp).UtcDateTime
     }
 
     $rotate = (Get-Setting 'POWERBI_ROTATE_CLIENT_SECRET' 'false') -eq 'true'
@@ -180,27 +185,8 @@ switch ($mode) {
 }
 
 function Save-CacheEncryptionKey {
-    $vaultToken = Get-AccessToken 'https://vault.azure.net'
-    $headers = @{ Authorization = "Bearer $vaultToken" }
-    $exists = $false
-    for ($attempt = 1; $attempt -le 10; $attempt++) {
-        try {
-            # Version metadata only (never values); 404 when the key does not exist. Retried while roles propagate.
-            $versions = Invoke-RestMethod -Method Get -Headers $headers `
-                -Uri "$vaultUri/secrets/$cacheKeyName/versions?api-version=7.4"
-            $exists = @($versions.value | Where-Object { $_ }).Count -gt 0
-            break
-        } catch {
-            $status = $null
-            if ($_.Exception.PSObject.Properties['Response'] -and $_.Exception.Response) {
-                $status = [int]$_.Exception.Response.StatusCode
-            }
-            if ($status -eq 404) { break }
-            if ($attempt -eq 10) { throw "Cannot read Key Vault ${vault}: does the signed-in user hold Key Vault Secrets Officer on it?" }
-            Write-Host "Waiting for the Key Vault role assignment to take effect ($attempt/10)..."
-            Start-Sleep -Seconds $vaultWaitSeconds
-        }
-    }
+    $headers = @{ Authorization = "Bearer $(Get-AccessToken 'https://vault.azure.net')" }
+    $exists = @(Get-SecretVersions $cacheKeyName).Count -gt 0
 
     $rotate = (Get-Setting 'CACHE_ROTATE_ENCRYPTION_KEY' 'false') -eq 'true'
     if ($exists -and -not $rotate) {

@@ -97,22 +97,27 @@ if ! az account show --output none 2>/dev/null; then
   exit 1
 fi
 
-store_client_secret() {
-  # When does the secret in the vault expire? (list never returns secret values.) Retried while the
-  # role assignments of this deployment propagate.
-  local expires="" attempt
+vault_secret_list() {
+  # Prints what the JMESPath query $1 selects from the vault's secret list (metadata only: list never returns
+  # secret values). Retried while the role assignments of this deployment propagate; fails after 10 tries.
+  local attempt
   for attempt in 1 2 3 4 5 6 7 8 9 10; do
-    if expires="$(az keyvault secret list --vault-name "$vault" \
-        --query "[?name=='${secret_name}'] | [0].attributes.expires" --output tsv 2>/dev/null)"; then
-      break
+    if az keyvault secret list --vault-name "$vault" --query "$1" --output tsv 2>/dev/null; then
+      return 0
     fi
     if [ "$attempt" = 10 ]; then
       echo "Cannot read Key Vault $vault: does the signed-in user hold Key Vault Secrets Officer on it?" >&2
       return 1
     fi
-    echo "Waiting for the Key Vault role assignment to take effect ($attempt/10)..."
-    sleep 30
+    echo "Waiting for the Key Vault role assignment to take effect ($attempt/10)..." >&2
+    sleep "$vault_wait_seconds"
   done
+}
+
+store_client_secret() {
+  # When does the secret in the vault expire?
+  local expires
+  expires="$(vault_secret_list "[?name=='${secret_name}'] | [0].attributes.expires")" || return 1
 
   local renew_before
   renew_before="$(utc_in_days "$renew_days")"
@@ -179,21 +184,9 @@ case "$mode" in
 esac
 
 store_cache_encryption_key() {
-  # Does the vault hold the key? (list returns metadata only, never values.) Retried while the role
-  # assignment of this deployment propagates.
-  local existing="" attempt stored=false
-  for attempt in 1 2 3 4 5 6 7 8 9 10; do
-    if existing="$(az keyvault secret list --vault-name "$vault" \
-        --query "[?name=='${cache_key_name}'] | [0].id" --output tsv 2>/dev/null)"; then
-      break
-    fi
-    if [ "$attempt" = 10 ]; then
-      echo "Cannot read Key Vault $vault: does the signed-in user hold Key Vault Secrets Officer on it?" >&2
-      return 1
-    fi
-    echo "Waiting for the Key Vault role assignment to take effect ($attempt/10)..."
-    sleep "$vault_wait_seconds"
-  done
+  # Does the vault hold the key?
+  local existing attempt stored=false
+  existing="$(vault_secret_list "[?name=='${cache_key_name}'] | [0].id")" || return 1
 
   if [ -n "$existing" ] && [ "${CACHE_ROTATE_ENCRYPTION_KEY:-false}" != "true" ]; then
     echo "Key Vault $vault already holds the shared cache's encryption key $cache_key_name: kept."
