@@ -8,8 +8,9 @@ request needs, without a network call. The process lifecycle (when to build, whe
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .aad.credentials import ClientCredential, build_client_credential, build_password_source
@@ -22,11 +23,11 @@ from .callers.rate_limit import RateLimiter
 from .config.contract import Settings
 from .powerbi.client import PowerBIClient
 from .powerbi.embed import EmbedService
-from .powerbi.proxy import PowerBIProxy
 from .support import redaction
 from .support.errors import CallerForbiddenError, ConfigurationError, SettingProblem
 
 if TYPE_CHECKING:
+    from .powerbi.proxy import PowerBIProxy
     from .shared.tier import SharedTier
 
 log = logging.getLogger(__name__)
@@ -41,13 +42,28 @@ class Broker:
     tokens: TokenService
     callers: CallerAuthenticator
     embed: EmbedService
-    proxy: PowerBIProxy
     rate_limiter: RateLimiter | None = None
     #: The shared tier on Redis (CACHE_REDIS_HOST); None: memory caches and per-instance limits only.
     shared: SharedTier | None = None
     settings_source: str = "app settings"
     #: How the token routes were indexed (True: auth level FUNCTION); None when not indexed by function_app.
     indexed_function_key: bool | None = None
+    #: The Power BI REST proxy, built on its first request (it is off by default; its modules cost cold start).
+    _proxy: PowerBIProxy | None = field(default=None, init=False, repr=False)
+    _proxy_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+
+    @property
+    def proxy(self) -> PowerBIProxy:
+        """The Power BI REST proxy for these settings (one per broker, so its caches and budget are shared)."""
+        with self._proxy_lock:
+            if self._proxy is None:
+                from .powerbi.proxy import PowerBIProxy
+
+                shared = self.shared
+                self._proxy = PowerBIProxy(self.settings, self.tokens,
+                                           shared_counters=shared.counters if shared is not None else None,
+                                           shared_cache=shared.cache if shared is not None else None)
+            return self._proxy
 
     @classmethod
     def build(cls, settings: Settings, *, indexed_function_key: bool | None = None,
@@ -75,9 +91,7 @@ class Broker:
                              refresh_margin=settings.token_refresh_margin_seconds,
                              http_timeout=settings.http_timeout_seconds,
                              shared=shared.cache if shared is not None else None)
-        proxy = PowerBIProxy(settings, tokens, shared_counters=shared.counters if shared is not None else None,
-                             shared_cache=shared.cache if shared is not None else None)
-        broker = cls(settings, credential, tokens, authenticator, embed, proxy, limiter, shared,
+        broker = cls(settings, credential, tokens, authenticator, embed, limiter, shared,
                      settings_source, indexed_function_key)
         for problem in broker.problems():
             log.error("Setting %s: %s", problem.setting, problem.message)
